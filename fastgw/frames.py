@@ -1,0 +1,29 @@
+"""Select the frame engine: the Cython extension or its pure-Python twin.
+
+FASTGW_NO_EXTENSIONS=1 forces the twin (fastgw._frames_py); FASTGW_REQUIRE_EXTENSIONS=1 makes a
+missing or broken extension an ImportError, so that a wheel or CI build that failed to compile
+cannot pass quietly on the twin. IMPLEMENTATION says which one is in use: "c" or "py".
+"""
+
+import os
+
+if os.environ.get("FASTGW_NO_EXTENSIONS") == "1":
+    if os.environ.get("FASTGW_REQUIRE_EXTENSIONS") == "1":
+        raise ImportError("FASTGW_NO_EXTENSIONS=1 and FASTGW_REQUIRE_EXTENSIONS=1 contradict")
+    from fastgw._frames_py import *  # noqa: F401,F403
+    from fastgw._frames_py import __all__
+
+    IMPLEMENTATION = "py"
+else:
+    try:
+        from fastgw._frames import *  # noqa: F401,F403
+        from fastgw._frames import __all__
+
+        IMPLEMENTATION = "c"
+    except ImportError:
+        if os.environ.get("FASTGW_REQUIRE_EXTENSIONS") == "1":
+            raise
+        from fastgw._frames_py import *  # noqa: F401,F403
+        from fastgw._frames_py import __all__
+
+        IMPLEMENTATION = "py"
