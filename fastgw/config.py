@@ -1,8 +1,31 @@
-"""Configuration: TOML (tomllib) -> frozen dataclasses, with every check. (Work in progress.)"""
+"""Configuration: one TOML file (tomllib) -> frozen dataclasses, with every check.
+
+`load(path)` returns a `Config` or raises `ConfigError` listing *all* problems at once, each as
+(file, key path, reason) — `fastgw check` prints them as `FILE:key.path: reason`. The key names are
+the contract of DESIGN.md section 5; keys added here (marked "fastgw:" below) extend it.
+
+Checks that need the outside world (certificate files readable and matching, WAF rule files
+parseable) live in the modules that own those things and are called from `cli.check`, so that this
+module stays pure: TOML in, values out.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from fastgw.errors import ConfigError
+
+# --------------------------------------------------------------------------------------------
+# The dataclasses: what the rest of fastgw sees.
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -19,3 +42,819 @@ class WafConfig:
     disabled_rules: tuple[int, ...] = ()
     exclusions: tuple[str, ...] = ()
     custom_rules: tuple[str, ...] = ()  # absolute paths: relative ones are resolved against the config file
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayConfig:
+    workers: int = 1  # resolved: "auto" becomes os.cpu_count()
+    admin: tuple[str, int] | None = None  # (host, port) of /metrics, /healthz, /backend-health
+    access_log: str = "-"  # fastgw: "-" = stderr, "off", or a file path
+    header_timeout: float = 10.0  # fastgw: seconds to receive a whole request head
+    keepalive_timeout: float = 75.0  # fastgw: idle client keep-alive connection (nginx's default)
+    max_header_size: int = 32768  # fastgw: request head limit; larger gets 431
+    shutdown_timeout: float = 10.0  # fastgw: graceful stop deadline for in-flight work
+    close_timeout: float = 5.0  # fastgw: WebSocket close handshake deadline
+    upstream_keepalive: int = 32  # fastgw: idle keep-alive connections kept per backend server
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerConfig:
+    name: str
+    port: int
+    bind: str = "0.0.0.0"
+    protocol: str = "http"
+    host_names: tuple[str, ...] = ()  # lower-case; "*.example.org" wildcards
+    certificate: str | None = None  # absolute path (https)
+    private_key: str | None = None
+    waf: WafConfig | None = None  # None: the global [waf]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerAddress:
+    host: str  # host name or IP literal (IPv6 without brackets)
+    port: int | None  # None: the backend settings' port
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port is None else f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolConfig:
+    name: str
+    servers: tuple[ServerAddress, ...] = ()
+    load_balancing: str = "round_robin"  # | "least_connections"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettingsConfig:
+    name: str
+    protocol: str = "http"
+    port: int = 80
+    request_timeout: float = 30.0
+    probe: str | None = None
+    cookie_affinity: bool = False
+    affinity_cookie_name: str = "ApplicationGatewayAffinity"
+    connection_draining: float = 0.0
+    host_name: str = ""
+    trusted_root_certificate: str = ""  # absolute path, or "" for the system roots
+    max_message_size: int = 0
+    max_frame_size: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeConfig:
+    name: str
+    type: str = "http"  # | "websocket"
+    protocol: str = "http"
+    host: str = ""
+    port: int = 0  # fastgw: 0 = the backend settings' port
+    path: str = "/"
+    interval: float = 30.0
+    timeout: float = 30.0
+    unhealthy_threshold: int = 3
+    match_status: tuple[tuple[int, int], ...] = ((200, 399),)
+    match_body: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PathRuleConfig:
+    paths: tuple[str, ...]
+    backend_pool: str
+    backend_settings: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleConfig:
+    name: str
+    type: str  # "basic" | "path_based" | "redirect"
+    listener: str
+    priority: int = 20000
+    order: int = 0  # position in the file: breaks priority ties
+    backend_pool: str | None = None
+    backend_settings: str | None = None
+    paths: tuple[PathRuleConfig, ...] = ()
+    target_listener: str | None = None
+    target_url: str | None = None
+    status: int = 301
+    include_path: bool = True
+    include_query: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    source: str  # the file it came from
+    gateway: GatewayConfig
+    listeners: tuple[ListenerConfig, ...]
+    backend_pools: tuple[PoolConfig, ...]
+    backend_settings: tuple[SettingsConfig, ...]
+    probes: tuple[ProbeConfig, ...]
+    rules: tuple[RuleConfig, ...]
+    waf: WafConfig = field(default_factory=WafConfig)
+    warnings: tuple[str, ...] = ()  # printed by `fastgw check` and at startup; not fatal
+
+    def listener(self, name: str) -> ListenerConfig:
+        return next(x for x in self.listeners if x.name == name)
+
+    def pool(self, name: str) -> PoolConfig:
+        return next(x for x in self.backend_pools if x.name == name)
+
+    def settings(self, name: str) -> SettingsConfig:
+        return next(x for x in self.backend_settings if x.name == name)
+
+    def probe(self, name: str) -> ProbeConfig:
+        return next(x for x in self.probes if x.name == name)
+
+
+# --------------------------------------------------------------------------------------------
+# Limits and vocabularies.
+
+MAX_DURATION = 86400.0  # one day: longer timeouts or intervals are surely a typo
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
+_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_COOKIE_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$")  # RFC 6265 token
+_REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+
+
+class _Problems:
+    """Collects (key, reason) problems for one file; `raise_if_any` turns them into ConfigError."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.items: list[tuple[str, str, str]] = []
+        self.warnings: list[str] = []
+
+    def warn(self, key: str, reason: str) -> None:
+        self.warnings.append(f"{self.source}:{key}: warning: {reason}")
+
+    def add(self, key: str, reason: str) -> None:
+        self.items.append((self.source, key, reason))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise ConfigError(self.items)
+
+
+def _type_name(value: Any) -> str:
+    return {
+        bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+        list: "an array", dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+class _Table:
+    """Typed reads from one TOML table; every failure becomes a problem naming `prefix.key`.
+
+    Reads return the default when the key is missing (or None when required, after recording the
+    problem), so one pass collects every problem in the file.
+    """
+
+    def __init__(self, problems: _Problems, prefix: str, table: Any):
+        self.problems = problems
+        self.prefix = prefix
+        self.ok = isinstance(table, dict)
+        if not self.ok:
+            problems.add(prefix, f"must be a table, got {_type_name(table)}")
+        self.table: dict = table if self.ok else {}
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def _get(self, name: str, required: bool) -> tuple[bool, Any]:
+        self.seen.add(name)
+        if name not in self.table:
+            if required and self.ok:
+                self.problems.add(self.key(name), "is required")
+            return False, None
+        return True, self.table[name]
+
+    def bad(self, name: str, reason: str) -> None:
+        self.problems.add(self.key(name), reason)
+
+    def str(self, name: str, default: str | None = None, *, required: bool = False,
+            choices: tuple[str, ...] | None = None) -> str | None:
+        present, value = self._get(name, required)
+        if not present:
+            return default
+        if not isinstance(value, str):
+            self.bad(name, f"must be a string, got {_type_name(value)}")
+            return default
+        if choices is not None and value not in choices:
+            self.bad(name, f"must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
+            return default
+        return value
+
+    def name(self, name: str = "name") -> str | None:
+        value = self.str(name, required=True)
+        if value is not None and not _NAME_RE.match(value):
+            self.bad(name, f"{value!r} is not a valid name (letters, digits, '_', '-', '.'; "
+                           "at most 80 characters, starting with a letter or digit)")
+            return None
+        return value
+
+    def bool(self, name: str, default: bool) -> bool:
+        present, value = self._get(name, False)
+        if not present:
+            return default
+        if not isinstance(value, bool):
+            self.bad(name, f"must be true or false, got {_type_name(value)}")
+            return default
+        return value
+
+    def int(self, name: str, default: int | None, lo: int, hi: int, *,
+            required: bool = False) -> int | None:
+        present, value = self._get(name, required)
+        if not present:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.bad(name, f"must be an integer, got {_type_name(value)}")
+            return default
+        if not lo <= value <= hi:
+            self.bad(name, f"{value} is out of range ({lo}-{hi})")
+            return default
+        return value
+
+    def duration(self, name: str, default: float, lo: float, hi: float = MAX_DURATION) -> float:
+        present, value = self._get(name, False)
+        if not present:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.bad(name, f"must be a number of seconds, got {_type_name(value)}")
+            return default
+        if value != value or not lo <= value <= hi:  # NaN fails too
+            self.bad(name, f"{value} seconds is out of range ({lo:g}-{hi:g})")
+            return default
+        return float(value)
+
+    def list(self, name: str, item_type: type, default: tuple = ()) -> tuple | None:
+        present, value = self._get(name, False)
+        if not present:
+            return default
+        if not isinstance(value, list):
+            self.bad(name, f"must be an array, got {_type_name(value)}")
+            return None
+        items = []
+        for i, item in enumerate(value):
+            if item_type is int and (isinstance(item, bool) or not isinstance(item, int)):
+                self.problems.add(f"{self.key(name)}[{i}]", f"must be an integer, got {_type_name(item)}")
+            elif item_type is not int and not isinstance(item, item_type):
+                self.problems.add(f"{self.key(name)}[{i}]",
+                                  f"must be {_type_name(item_type())}, got {_type_name(item)}")
+            else:
+                items.append(item)
+        return tuple(items) if len(items) == len(value) else None
+
+    def tables(self, name: str) -> list[tuple[str, Any]]:
+        """An array of tables: [(key prefix, table), ...]."""
+        present, value = self._get(name, False)
+        if not present:
+            return []
+        if not isinstance(value, list):
+            self.bad(name, f"must be an array of tables ([[{self.key(name)}]]), got {_type_name(value)}")
+            return []
+        return [(f"{self.key(name)}[{i}]", item) for i, item in enumerate(value)]
+
+    def finish(self) -> None:
+        """Unknown keys are errors that name the key (DESIGN.md section 5)."""
+        for extra in self.table.keys() - self.seen:
+            self.problems.add(self.key(extra), "unknown key")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading.
+
+
+def load(path: str) -> Config:
+    """Read and validate the configuration file at `path`; raise ConfigError with every problem."""
+    source = str(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise ConfigError([(source, "(file)", f"cannot read: {exc.strerror or exc}")]) from None
+    return loads(raw, source=source)
+
+
+def loads(raw: bytes | str, *, source: str = "<string>") -> Config:
+    """Validate TOML text; relative paths inside are resolved against `source`'s directory."""
+    problems = _Problems(source)
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError([(source, "(file)", f"not UTF-8: {exc}")]) from None
+    try:
+        doc = tomllib.loads(raw)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([(source, "(syntax)", str(exc))]) from None
+    base_dir = os.path.dirname(os.path.abspath(source)) if source != "<string>" else os.getcwd()
+    config = _Parser(problems, base_dir).parse(doc, source)
+    problems.raise_if_any()
+    assert config is not None
+    return config
+
+
+class _Parser:
+    def __init__(self, problems: _Problems, base_dir: str):
+        self.problems = problems
+        self.base_dir = base_dir
+
+    def path(self, value: str) -> str:
+        return value if os.path.isabs(value) else os.path.normpath(os.path.join(self.base_dir, value))
+
+    # -- top level -----------------------------------------------------------------------
+
+    def parse(self, doc: dict, source: str) -> Config | None:
+        top = _Table(self.problems, "", doc)
+        gateway = self.gateway(_Table(self.problems, "gateway", top._get("gateway", False)[1] or {}))
+        waf_raw = top._get("waf", False)[1]
+        waf = self.waf(_Table(self.problems, "waf", waf_raw)) if waf_raw is not None else WafConfig()
+        listeners = [self.listener(_Table(self.problems, k, t)) for k, t in top.tables("listeners")]
+        pools = [self.pool(_Table(self.problems, k, t)) for k, t in top.tables("backend_pools")]
+        settings = [self.settings(_Table(self.problems, k, t)) for k, t in top.tables("backend_settings")]
+        probes = [self.probe(_Table(self.problems, k, t)) for k, t in top.tables("probes")]
+        rules = [self.rule(_Table(self.problems, k, t), i) for i, (k, t) in enumerate(top.tables("rules"))]
+        top.finish()
+        if not doc.get("listeners"):
+            self.problems.add("listeners", "at least one [[listeners]] table is required")
+        if not doc.get("rules"):
+            self.problems.add("rules", "at least one [[rules]] table is required")
+
+        self.unique("listeners", listeners)
+        self.unique("backend_pools", pools)
+        self.unique("backend_settings", settings)
+        self.unique("probes", probes)
+        self.unique("rules", rules)
+        # Cross-references are checked even when some tables had problems (skipping the tables
+        # that could not be read), so that one run reports everything.
+        self.cross_check(listeners, pools, settings, probes, rules)
+        if self.problems.items:
+            return None
+        return Config(
+            source=source, gateway=gateway, waf=waf, listeners=tuple(listeners),
+            backend_pools=tuple(pools), backend_settings=tuple(settings), probes=tuple(probes),
+            rules=tuple(rules), warnings=tuple(self.problems.warnings),
+        )
+
+    def unique(self, section: str, items: list) -> None:
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items):
+            name = getattr(item, "name", None)
+            if name is None:
+                continue
+            if name in seen:
+                self.problems.add(f"{section}[{i}].name",
+                                  f"duplicate name {name!r} (also {section}[{seen[name]}])")
+            else:
+                seen[name] = i
+
+    # -- sections ------------------------------------------------------------------------
+
+    def gateway(self, t: _Table) -> GatewayConfig:
+        workers_raw = t.table.get("workers", 1)
+        t.seen.add("workers")
+        workers = 1
+        if workers_raw == "auto":
+            workers = os.cpu_count() or 1
+        elif isinstance(workers_raw, bool) or not isinstance(workers_raw, int):
+            t.bad("workers", f'must be an integer or "auto", got {_type_name(workers_raw)}')
+        elif not 1 <= workers_raw <= 256:
+            t.bad("workers", f"{workers_raw} is out of range (1-256)")
+        else:
+            workers = workers_raw
+        admin = None
+        admin_raw = t.str("admin", "")
+        if admin_raw:
+            admin = self.host_port(t, "admin", admin_raw)
+        access_log = t.str("access_log", "-")
+        if access_log not in ("-", "off"):
+            access_log = self.path(access_log)
+        result = GatewayConfig(
+            workers=workers,
+            admin=admin,
+            access_log=access_log,
+            header_timeout=t.duration("header_timeout", 10.0, 0.1),
+            keepalive_timeout=t.duration("keepalive_timeout", 75.0, 0.1),
+            max_header_size=t.int("max_header_size", 32768, 1024, 1 << 20),
+            shutdown_timeout=t.duration("shutdown_timeout", 10.0, 0.0),
+            close_timeout=t.duration("close_timeout", 5.0, 0.1, 600.0),
+            upstream_keepalive=t.int("upstream_keepalive", 32, 0, 100000),
+        )
+        t.finish()
+        return result
+
+    def host_port(self, t: _Table, key: str, value: str) -> tuple[str, int] | None:
+        host, port = _split_host_port(value)
+        if host is None or port is None:
+            t.bad(key, f"{value!r} must be HOST:PORT")
+            return None
+        if not 1 <= port <= 65535:
+            t.bad(key, f"port {port} is out of range (1-65535)")
+            return None
+        return host, port
+
+    def waf(self, t: _Table) -> WafConfig:
+        d = WafConfig()
+        result = WafConfig(
+            mode=t.str("mode", d.mode, choices=("off", "detection", "prevention")),
+            crs_path=self.path(t.str("crs_path", d.crs_path)),
+            crs_setup=self.path(t.str("crs_setup", d.crs_setup)),
+            paranoia_level=t.int("paranoia_level", d.paranoia_level, 1, 4),
+            anomaly_threshold=t.int("anomaly_threshold", d.anomaly_threshold, 1, 10000),
+            request_body_check=t.bool("request_body_check", d.request_body_check),
+            max_request_body_size=t.int("max_request_body_size", d.max_request_body_size, 1, 1 << 31),
+            disabled_rules=t.list("disabled_rules", int) or (),
+            exclusions=self.exclusions(t),
+            custom_rules=tuple(self.path(p) for p in (t.list("custom_rules", str) or ())),
+        )
+        t.finish()
+        return result
+
+    def exclusions(self, t: _Table) -> tuple[str, ...]:
+        items = t.list("exclusions", str) or ()
+        for i, item in enumerate(items):
+            collection, _, name = item.partition(":")
+            if collection not in ("REQUEST_HEADERS", "REQUEST_COOKIES", "ARGS", "ARGS_GET", "ARGS_POST",
+                                  "REQUEST_HEADERS_NAMES", "REQUEST_COOKIES_NAMES", "ARGS_NAMES") or not name:
+                t.problems.add(f"{t.key('exclusions')}[{i}]",
+                               f"{item!r} must be COLLECTION:name with COLLECTION one of REQUEST_HEADERS, "
+                               "REQUEST_COOKIES, ARGS (or ARGS_GET, ARGS_POST, *_NAMES)")
+        return items
+
+    def listener(self, t: _Table) -> ListenerConfig | None:
+        name = t.name()
+        port = t.int("port", None, 1, 65535, required=True)
+        bind = t.str("bind", "0.0.0.0")
+        if bind is not None:
+            try:
+                ipaddress.ip_address(bind)
+            except ValueError:
+                t.bad("bind", f"{bind!r} is not an IP address (use 0.0.0.0, :: or a local address)")
+        protocol = t.str("protocol", "http", choices=("http", "https"))
+        host_names = []
+        for i, host in enumerate(t.list("host_names", str) or ()):
+            normalized = _normalize_host_pattern(host)
+            if normalized is None:
+                t.problems.add(f"{t.key('host_names')}[{i}]",
+                               f"{host!r} is not a host name (a wildcard is allowed only as the "
+                               "first label: *.example.org)")
+            elif normalized in host_names:
+                t.problems.add(f"{t.key('host_names')}[{i}]", f"duplicate host name {host!r}")
+            else:
+                host_names.append(normalized)
+        certificate = t.str("certificate")
+        private_key = t.str("private_key")
+        if protocol == "https":
+            if not certificate:
+                t.bad("certificate", "is required for an https listener")
+            if not private_key:
+                t.bad("private_key", "is required for an https listener")
+        else:
+            if certificate is not None:
+                t.bad("certificate", 'only applies to listeners with protocol = "https"')
+            if private_key is not None:
+                t.bad("private_key", 'only applies to listeners with protocol = "https"')
+        waf_raw = t._get("waf", False)[1]
+        waf = self.waf(_Table(self.problems, t.key("waf"), waf_raw)) if waf_raw is not None else None
+        t.finish()
+        if name is None or port is None or bind is None or protocol is None:
+            return None
+        return ListenerConfig(
+            name=name, port=port, bind=bind, protocol=protocol, host_names=tuple(host_names),
+            certificate=self.path(certificate) if certificate else None,
+            private_key=self.path(private_key) if private_key else None,
+            waf=waf,
+        )
+
+    def pool(self, t: _Table) -> PoolConfig | None:
+        name = t.name()
+        servers = []
+        for i, raw in enumerate(t.list("servers", str) or ()):
+            address = _parse_server(raw)
+            if isinstance(address, str):
+                t.problems.add(f"{t.key('servers')}[{i}]", address)
+            else:
+                servers.append(address)
+        lb = t.str("load_balancing", "round_robin", choices=("round_robin", "least_connections"))
+        t.finish()
+        if name is None or lb is None:
+            return None
+        return PoolConfig(name=name, servers=tuple(servers), load_balancing=lb)
+
+    def settings(self, t: _Table) -> SettingsConfig | None:
+        d = SettingsConfig(name="-")
+        name = t.name()
+        cookie_name = t.str("affinity_cookie_name", d.affinity_cookie_name)
+        if cookie_name is not None and not _COOKIE_NAME_RE.match(cookie_name):
+            t.bad("affinity_cookie_name", f"{cookie_name!r} is not a valid cookie name (RFC 6265 token)")
+        host_name = t.str("host_name", "")
+        if host_name and not _is_host(host_name):
+            t.bad("host_name", f"{host_name!r} is not a host name (optionally with :PORT)")
+        trusted = t.str("trusted_root_certificate", "")
+        probe = t.str("probe")
+        result = SettingsConfig(
+            name=name or "-",
+            protocol=t.str("protocol", "http", choices=("http", "https")) or "http",
+            port=t.int("port", 80, 1, 65535),
+            request_timeout=t.duration("request_timeout", d.request_timeout, 1.0),
+            probe=probe or None,
+            cookie_affinity=t.bool("cookie_affinity", False),
+            affinity_cookie_name=cookie_name or d.affinity_cookie_name,
+            connection_draining=t.duration("connection_draining", 0.0, 0.0, 3600.0),
+            host_name=host_name or "",
+            trusted_root_certificate=self.path(trusted) if trusted else "",
+            max_message_size=t.int("max_message_size", 0, 0, 1 << 62),
+            max_frame_size=t.int("max_frame_size", 0, 0, 1 << 62),
+        )
+        t.finish()
+        return result if name else None
+
+    def probe(self, t: _Table) -> ProbeConfig | None:
+        d = ProbeConfig(name="-")
+        name = t.name()
+        path = t.str("path", "/")
+        if path is not None and (not path.startswith("/") or any(c in path for c in " \r\n\t")):
+            t.bad("path", f"{path!r} must start with '/' and contain no spaces")
+        host = t.str("host", "")
+        if host and not _is_host(host):
+            t.bad("host", f"{host!r} is not a host name (optionally with :PORT)")
+        interval = t.duration("interval", d.interval, 0.1)
+        timeout = t.duration("timeout", d.timeout, 0.1)
+        statuses = []
+        raw_statuses = t._get("match_status", False)[1]
+        if raw_statuses is None:
+            statuses = list(d.match_status)
+        elif not isinstance(raw_statuses, list) or not raw_statuses:
+            t.bad("match_status", 'must be a non-empty array like ["200-399"] or [200, 204]')
+        else:
+            for i, item in enumerate(raw_statuses):
+                parsed = _parse_status_range(item)
+                if parsed is None:
+                    t.problems.add(f"{t.key('match_status')}[{i}]",
+                                   f"{item!r} must be a status code (100-599) or a range like \"200-399\"")
+                else:
+                    statuses.append(parsed)
+        result = ProbeConfig(
+            name=name or "-",
+            type=t.str("type", "http", choices=("http", "websocket")) or "http",
+            protocol=t.str("protocol", "http", choices=("http", "https")) or "http",
+            host=host or "",
+            port=t.int("port", 0, 0, 65535),
+            path=path or "/",
+            interval=interval,
+            timeout=timeout,
+            unhealthy_threshold=t.int("unhealthy_threshold", 3, 1, 20),
+            match_status=tuple(statuses),
+            match_body=t.str("match_body", "") or "",
+        )
+        t.finish()
+        return result if name else None
+
+    def rule(self, t: _Table, order: int) -> RuleConfig | None:
+        name = t.name()
+        rtype = t.str("type", "basic", choices=("basic", "path_based", "redirect"))
+        listener = t.str("listener", required=True)
+        priority = t.int("priority", 20000, 1, 20000)
+        pool = t.str("backend_pool")
+        settings = t.str("backend_settings")
+        paths: list[PathRuleConfig] = []
+        target_listener = target_url = None
+        status, include_path, include_query = 301, True, True
+        if rtype == "redirect":
+            target_listener = t.str("target_listener")
+            target_url = t.str("target_url")
+            if (target_listener is None) == (target_url is None):
+                t.bad("target_listener", "a redirect rule needs exactly one of target_listener or target_url")
+            if target_url is not None and not re.match(r"^https?://[^/\s]+", target_url):
+                t.bad("target_url", f"{target_url!r} must be an absolute http:// or https:// URL")
+            status = t.int("status", 301, 100, 599)
+            if status not in _REDIRECT_STATUSES:
+                t.bad("status", f"{status} is not a redirect status (301, 302, 303, 307 or 308)")
+            include_path = t.bool("include_path", True)
+            include_query = t.bool("include_query", True)
+            for key in ("backend_pool", "backend_settings"):
+                if t.table.get(key) is not None:
+                    t.bad(key, "does not apply to a redirect rule")
+        elif rtype in ("basic", "path_based"):
+            if rtype == "basic":
+                if pool is None:
+                    t.bad("backend_pool", "is required for a basic rule")
+                if settings is None:
+                    t.bad("backend_settings", "is required for a basic rule")
+            if pool is not None and settings is None:
+                t.bad("backend_settings", "is required when backend_pool is set")
+            for key, sub in t.tables("paths"):
+                st = _Table(self.problems, key, sub)
+                path_list = st.list("paths", str)
+                if path_list is not None and not path_list:
+                    st.bad("paths", "must list at least one path")
+                for j, p in enumerate(path_list or ()):
+                    why = _check_path_pattern(p)
+                    if why:
+                        self.problems.add(f"{st.key('paths')}[{j}]", why)
+                if "paths" not in st.table and st.ok:
+                    st.bad("paths", "is required")
+                sub_pool = st.str("backend_pool", pool)
+                sub_settings = st.str("backend_settings", settings)
+                if sub_pool is None:
+                    st.bad("backend_pool", "is required (the rule has no default backend_pool)")
+                if sub_settings is None:
+                    st.bad("backend_settings", "is required (the rule has no default backend_settings)")
+                st.finish()
+                if path_list and sub_pool and sub_settings:
+                    paths.append(PathRuleConfig(paths=path_list, backend_pool=sub_pool,
+                                                backend_settings=sub_settings))
+            if rtype == "path_based" and "paths" not in t.table and t.ok:
+                t.bad("paths", "a path_based rule needs at least one [[rules.paths]] table")
+            if rtype == "basic" and "paths" in t.table:
+                t.bad("paths", 'only applies to rules with type = "path_based"')
+        t.finish()
+        if name is None or rtype is None or listener is None:
+            return None
+        return RuleConfig(
+            name=name, type=rtype, listener=listener, priority=priority or 20000, order=order,
+            backend_pool=pool, backend_settings=settings, paths=tuple(paths),
+            target_listener=target_listener, target_url=target_url, status=status,
+            include_path=include_path, include_query=include_query,
+        )
+
+    # -- references between sections -----------------------------------------------------
+
+    def cross_check(self, listener_list: list, pool_list: list, settings_list: list,
+                    probe_list: list, rule_list: list) -> None:
+        # Tables that could not be read are None here; their index still names them.
+        listeners = {x.name: (i, x) for i, x in enumerate(listener_list) if x is not None}
+        pools = {x.name for x in pool_list if x is not None}
+        settings = {x.name for x in settings_list if x is not None}
+        probes = {x.name for x in probe_list if x is not None}
+        add = self.problems.add
+
+        for i, s in enumerate(settings_list):
+            if s is not None and s.probe is not None and s.probe not in probes:
+                add(f"backend_settings[{i}].probe", f"no probe named {s.probe!r}")
+
+        for i, r in enumerate(rule_list):
+            if r is None:
+                continue
+            key = f"rules[{i}]"
+            if r.listener not in listeners:
+                add(f"{key}.listener", f"no listener named {r.listener!r}")
+            if r.backend_pool is not None and r.backend_pool not in pools:
+                add(f"{key}.backend_pool", f"no backend pool named {r.backend_pool!r}")
+            if r.backend_settings is not None and r.backend_settings not in settings:
+                add(f"{key}.backend_settings", f"no backend settings named {r.backend_settings!r}")
+            for j, p in enumerate(r.paths):
+                if p.backend_pool not in pools and p.backend_pool != r.backend_pool:
+                    add(f"{key}.paths[{j}].backend_pool", f"no backend pool named {p.backend_pool!r}")
+                if p.backend_settings not in settings and p.backend_settings != r.backend_settings:
+                    add(f"{key}.paths[{j}].backend_settings",
+                        f"no backend settings named {p.backend_settings!r}")
+            if r.target_listener is not None and r.target_listener not in listeners:
+                add(f"{key}.target_listener", f"no listener named {r.target_listener!r}")
+
+        # Priorities: two rules on one listener with the same explicit priority are ambiguous.
+        by_listener: dict[tuple[str, int], int] = {}
+        for i, r in enumerate(rule_list):
+            if r is None or r.priority == 20000:
+                continue
+            k = (r.listener, r.priority)
+            if k in by_listener:
+                add(f"rules[{i}].priority",
+                    f"priority {r.priority} is also used by rules[{by_listener[k]}] on listener {r.listener!r}")
+            else:
+                by_listener[k] = i
+
+        # Ports: listeners that share a port and bind address share one socket, so they must share
+        # the protocol, their host names must not overlap, and at most one may be "basic" (no host
+        # names: it takes every host the others do not). A wildcard bind excludes other binds.
+        wildcard = ("0.0.0.0", "::")
+        by_port: dict[int, list[tuple[int, ListenerConfig]]] = {}
+        for i, lst in enumerate(listener_list):
+            if lst is not None:
+                by_port.setdefault(lst.port, []).append((i, lst))
+        for port, members in by_port.items():
+            first_at: dict[str, int] = {}
+            basic_at: dict[str, int] = {}
+            hosts: dict[tuple[str, str], int] = {}
+            for i, lst in members:
+                other = next((j for b, j in first_at.items()
+                              if b != lst.bind and (b in wildcard or lst.bind in wildcard)), None)
+                if other is not None:
+                    add(f"listeners[{i}].bind", f"port {port} is already bound on "
+                        f"{listener_list[other].bind} by listener {listener_list[other].name!r}")
+                    continue
+                j = first_at.setdefault(lst.bind, i)
+                if lst.protocol != listener_list[j].protocol:
+                    add(f"listeners[{i}].protocol",
+                        f"port {port} is {listener_list[j].protocol} for listener "
+                        f"{listener_list[j].name!r}; listeners sharing a port share its protocol")
+                if not lst.host_names:
+                    if lst.bind in basic_at:
+                        add(f"listeners[{i}].host_names",
+                            f"listener {listener_list[basic_at[lst.bind]].name!r} already takes every "
+                            f"host on port {port}; give one of them host_names")
+                    basic_at.setdefault(lst.bind, i)
+                for host in lst.host_names:
+                    if (lst.bind, host) in hosts:
+                        add(f"listeners[{i}].host_names", f"{host!r} on port {port} is also claimed by "
+                            f"listener {listener_list[hosts[(lst.bind, host)]].name!r}")
+                    hosts.setdefault((lst.bind, host), i)
+
+        # Every listener should be reachable by some rule; a listener no rule names answers 404
+        # to everything, which is nearly always a mistake.
+        named = {r.listener for r in rule_list if r is not None}
+        for name, (i, _) in listeners.items():
+            if name not in named and rule_list:
+                self.problems.warn(f"listeners[{i}].name",
+                                   f"no rule uses listener {name!r}: it will answer 404 to everything")
+
+
+# --------------------------------------------------------------------------------------------
+# Small parsers shared with routing and the CLI.
+
+
+def _split_host_port(value: str) -> tuple[str | None, int | None]:
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return None, None
+        host, rest = value[1:end], value[end + 1:]
+        if not rest:
+            return host, None
+        if not rest.startswith(":") or not rest[1:].isdigit():
+            return None, None
+        return host, int(rest[1:])
+    if value.count(":") == 1:
+        host, _, port = value.partition(":")
+        if not port.isdigit():
+            return None, None
+        return host, int(port)
+    if value.count(":") > 1:  # a bare IPv6 address
+        return value, None
+    return value, None
+
+
+def _parse_server(raw: str) -> ServerAddress | str:
+    host, port = _split_host_port(raw.strip())
+    if not host:
+        return f"{raw!r} must be HOST or HOST:PORT"
+    if port is not None and not 1 <= port <= 65535:
+        return f"port {port} in {raw!r} is out of range (1-65535)"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if _normalize_host_pattern(host) is None or host.startswith("*"):
+            return f"{raw!r}: {host!r} is neither an IP address nor a host name"
+    return ServerAddress(host=host, port=port)
+
+
+def _normalize_host_pattern(host: str) -> str | None:
+    """Lower-case a host name or `*.suffix` wildcard; None if it is not one."""
+    host = host.strip().lower().rstrip(".")
+    if not host or len(host) > 253:
+        return None
+    labels = host.split(".")
+    if labels[0] == "*":
+        if len(labels) < 2:
+            return None
+        labels = labels[1:]
+    return host if all(_LABEL_RE.match(label) for label in labels) else None
+
+
+def _is_host(value: str) -> bool:
+    """A plain host name or IP literal, optionally with :PORT (for Host header overrides)."""
+    host, port = _split_host_port(value)
+    if not host or (port is not None and not 1 <= port <= 65535):
+        return False
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return "*" not in host and _normalize_host_pattern(host) is not None
+
+
+def _parse_status_range(item: Any) -> tuple[int, int] | None:
+    if isinstance(item, bool):
+        return None
+    if isinstance(item, int):
+        return (item, item) if 100 <= item <= 599 else None
+    if isinstance(item, str):
+        lo, sep, hi = item.strip().partition("-")
+        if lo.isdigit() and (not sep or hi.isdigit()):
+            a, b = int(lo), int(hi) if sep else int(lo)
+            if 100 <= a <= b <= 599:
+                return a, b
+    return None
+
+
+def _check_path_pattern(p: str) -> str | None:
+    if not p.startswith("/"):
+        return f"{p!r} must start with '/'"
+    if "*" in p[:-1]:
+        return f"{p!r}: '*' is allowed only at the end of a path"
+    if "?" in p or "#" in p:
+        return f"{p!r} must not contain a query or fragment"
+    if any(c.isspace() for c in p):
+        return f"{p!r} must not contain spaces"
+    return None

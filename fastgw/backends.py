@@ -1,0 +1,97 @@
+"""Runtime state of backend pools: servers as reached with given settings, and their connections.
+
+A routing rule targets a (backend pool, backend settings) pair; the pair is the unit that health
+probes, load balancing and affinity work on, as in a cloud application gateway. `Backend` is that
+pair at runtime; `Endpoint` is one server of the pool reached with the pair's settings (address,
+port, protocol), holding its idle keep-alive connections and its counters.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastgw.config import PoolConfig, ServerAddress, SettingsConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fastgw.upstream import UpstreamConnection
+
+HEALTHY = "healthy"
+UNHEALTHY = "unhealthy"
+DRAINING = "draining"
+
+
+class Endpoint:
+    """One server of a pool, as reached with one backend settings object."""
+
+    __slots__ = ("backend", "address", "host", "port", "index", "state", "active", "idle",
+                 "requests", "failures", "last_probe", "last_result", "last_reason",
+                 "consecutive_failures", "affinity_id")
+
+    def __init__(self, backend: "Backend", address: ServerAddress, index: int):
+        self.backend = backend
+        self.address = address
+        self.host = address.host
+        self.port = address.port or backend.settings.port
+        self.index = index
+        self.state = HEALTHY  # until a probe says otherwise
+        self.active = 0  # open requests and WebSocket sessions (least_connections)
+        self.idle: list[UpstreamConnection] = []  # keep-alive connections, most recent last
+        self.requests = 0
+        self.failures = 0
+        self.consecutive_failures = 0
+        self.last_probe: float | None = None
+        self.last_result: str | None = None
+        self.last_reason: str | None = None
+        self.affinity_id = ""
+
+    @property
+    def name(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def available(self) -> bool:
+        return self.state == HEALTHY
+
+    def take_idle(self) -> "UpstreamConnection | None":
+        """The most recently used idle keep-alive connection that is still open."""
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if conn.reusable():
+                return conn
+        return None
+
+    def put_idle(self, conn: "UpstreamConnection", limit: int) -> None:
+        if len(self.idle) >= limit:
+            conn.close()
+        else:
+            self.idle.append(conn)
+
+    def forget(self, conn: "UpstreamConnection") -> None:
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+
+    def close_idle(self) -> None:
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.close()
+
+
+class Backend:
+    """A (backend pool, backend settings) pair: the servers a rule sends traffic to."""
+
+    def __init__(self, pool: PoolConfig, settings: SettingsConfig):
+        self.pool = pool
+        self.settings = settings
+        self.endpoints = [Endpoint(self, addr, i) for i, addr in enumerate(pool.servers)]
+        self.rr_next = 0
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.pool.name, self.settings.name
+
+    def __repr__(self) -> str:
+        return f"<Backend pool={self.pool.name!r} settings={self.settings.name!r}>"

@@ -1,0 +1,103 @@
+"""The `fastgw` command: serve CONFIG | check CONFIG | demo | --version.
+
+Exit status: 0 fine, 2 a configuration problem (each printed as `FILE:key.path: reason` on
+stderr), 1 a runtime failure (e.g. a port that cannot be bound), printed as one line. Never a
+traceback for a user's mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from fastgw import __version__, log
+from fastgw.errors import ConfigError
+
+EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="fastgw", description="A fast L7 application gateway with native WebSocket support.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p_serve = sub.add_parser("serve", help="run the gateway with a configuration file")
+    p_serve.add_argument("config", metavar="CONFIG")
+    p_serve.add_argument("--log-level", default=os.environ.get("FASTGW_LOG_LEVEL", "info"),
+                         choices=("debug", "info", "warning", "error"))
+    p_check = sub.add_parser("check", help="validate a configuration file and print its routes")
+    p_check.add_argument("config", metavar="CONFIG")
+    p_demo = sub.add_parser("demo", help="run the gateway in front of built-in demo backends")
+    p_demo.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
+    p_demo.add_argument("--host", default="127.0.0.1", help="gateway address (default 127.0.0.1)")
+    args = parser.parse_args(argv)
+
+    if args.command == "check":
+        return check(args.config)
+    if args.command == "serve":
+        return serve(args.config, args.log_level)
+    if args.command == "demo":
+        from fastgw.demo import run_demo
+        return run_demo(args.host, args.port)
+    parser.print_help()
+    return EXIT_CONFIG
+
+
+def _version() -> str:
+    from fastgw import frames
+    return f"fastgw {__version__} (frame engine: {frames.IMPLEMENTATION}, Python {sys.version.split()[0]})"
+
+
+def load_checked(path: str):
+    """Load a config and run every check that needs the outside world; raise ConfigError."""
+    from fastgw import config as config_mod
+    from fastgw import preflight
+    cfg = config_mod.load(path)
+    problems = preflight.check(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def check(path: str) -> int:
+    try:
+        cfg = load_checked(path)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return EXIT_CONFIG
+    from fastgw.routing import Router
+    for warning in cfg.warnings:
+        print(warning, file=sys.stderr)
+    print(f"{path}: OK")
+    for line in Router(cfg).describe():
+        print(line)
+    return EXIT_OK
+
+
+def serve(path: str, log_level: str = "info") -> int:
+    log.setup(getattr(log, log_level.upper()))
+    try:
+        cfg = load_checked(path)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return EXIT_CONFIG
+    for warning in cfg.warnings:
+        print(warning, file=sys.stderr)
+    from fastgw.gateway import run
+    from fastgw.listener import BindError
+    try:
+        return run(cfg)
+    except BindError as exc:
+        print(f"fastgw: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:  # pragma: no cover - a second Ctrl-C during shutdown
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+__all__ = ["main", "check", "serve", "asyncio"]

@@ -1,0 +1,303 @@
+"""The downstream leg: one client connection on a listener, speaking HTTP/1.1 until it upgrades.
+
+httptools parses the client's requests; each complete request head becomes an exchange queued in
+arrival order (pipelining: responses go out in request order, RFC 9112 section 9.3.2) and the
+head of the queue runs. A WebSocket upgrade request leaves HTTP behind: the handshake module
+validates it, and after the backend's 101 the connection's transport is handed to the relay.
+
+Connection states (IntEnum `State`), and the transitions this module makes:
+    HTTP       -- Upgrade: websocket, valid and routed -->  UPGRADING
+    UPGRADING  -- backend answered 101 -->                   RELAYING (the relay owns the transport)
+    UPGRADING  -- backend answered otherwise / failed -->    CLOSING (the answer is relayed, then close)
+    HTTP       -- error answer, Connection: close -->        CLOSING
+    any        -- connection lost -->                        CLOSED
+
+Timeouts: `header_timeout` from the first byte of a request head to its end (408 then close);
+`keepalive_timeout` while idle between requests (close). One lazily re-armed timer does both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import socket
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from fastgw import http1, log
+from fastgw.errors import HandshakeError, RequestError
+from fastgw.local import LocalAnswer
+from fastgw.timeouts import Deadline
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fastgw.gateway import Gateway
+
+
+class State(enum.IntEnum):
+    HTTP = 0
+    UPGRADING = 1
+    RELAYING = 2
+    CLOSING = 3
+    CLOSED = 4
+
+
+# Reasons a client's reading may be paused; reading resumes when none is left.
+PAUSE_UPSTREAM = 1  # a backend (or our buffer) does not take the request body fast enough
+PAUSE_PIPELINE = 2  # too many pipelined requests waiting
+
+
+MAX_PIPELINED = 32
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection; httptools calls its on_* methods while parsing requests."""
+
+    def __init__(self, gateway: "Gateway", socket_key: tuple[str, int], tls: bool):
+        self.gateway = gateway
+        self.loop = gateway.loop
+        self.socket_key = socket_key
+        self.proto = b"https" if tls else b"http"
+        self.port_bytes = str(socket_key[1]).encode()
+        self.transport: Any = None
+        self.state = State.HTTP
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque = deque()  # exchanges in request order; queue[0] is answering
+        self.parsing: Any = None  # the exchange whose request is being read
+        self.write_paused = False
+        self.pause_reasons: dict[object, int] = {}
+        self.peer_ip = ""
+        self.peer_port = 0
+        self.deadline = Deadline(self.loop, self._timed_out)
+        self.in_head = False
+        self.head_bytes = 0
+        self.pending_head = 0
+        self.url = b""
+        self.headers: list = []
+        self.requests = 0
+        self.upgrade_exchange: Any = None
+        self.refused = False  # an unacceptable request was seen: parse nothing after it
+
+    # -- asyncio protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.peer_ip, self.peer_port = peer[0], peer[1]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # pragma: no cover
+                pass
+        self.gateway.connection_opened(self)
+        self.deadline.set_in(self.gateway.config.gateway.header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state != State.HTTP or self.refused:
+            if self.state == State.UPGRADING and self.upgrade_exchange is not None:
+                self.upgrade_exchange.client_data(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._after_upgrade(data, exc.args[0])
+            return
+        except httptools.HttpParserCallbackError as exc:
+            error = exc.__context__
+            if isinstance(error, (RequestError, HandshakeError)):
+                self.refuse(error.status, error.reason, getattr(error, "headers", ()))
+            else:
+                log.event(log.ERROR, "internal_error", where="request callback",
+                          error=repr(error), client=self.peer_ip)
+                self.refuse(500, "internal error")
+            return
+        except httptools.HttpParserError as exc:
+            self.refuse(400, f"malformed request: {exc}")
+            return
+        if self.in_head:
+            # A head still incomplete after this read: bound what llhttp buffers for it (one
+            # read of slack over the limit; the exact limit applies per completed header).
+            self.pending_head += len(data)
+            if self.pending_head > self.gateway.config.gateway.max_header_size + 65536:
+                self.refuse(431, "request head too large")
+
+    def eof_received(self) -> bool:
+        # The client finished sending (half-close). Answer what is in flight, then close.
+        if self.queue:
+            for ex in self.queue:
+                ex.keep_client = False
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = State.CLOSED
+        self.deadline.cancel()
+        queue, self.queue = self.queue, deque()
+        for ex in queue:
+            ex.client_lost()
+        if self.upgrade_exchange is not None:
+            self.upgrade_exchange.client_lost()
+            self.upgrade_exchange = None
+        self.gateway.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        # The client reads our response slower than the backend sends it.
+        self.write_paused = True
+        if self.queue:
+            conn = getattr(self.queue[0], "conn", None)
+            if conn is not None and conn.transport is not None and not conn.paused:
+                conn.transport.pause_reading()
+                conn.paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.queue:
+            conn = getattr(self.queue[0], "conn", None)
+            if conn is not None and conn.paused and conn.transport is not None:
+                conn.paused = False
+                conn.transport.resume_reading()
+
+    # -- httptools callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.in_head = True
+        self.head_bytes = 0
+        self.pending_head = 0
+        self.url = b""
+        self.headers = []
+        self.deadline.set_in(self.gateway.config.gateway.header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.head_bytes += len(url)
+        if self.head_bytes > self.gateway.config.gateway.max_header_size:
+            raise RequestError(431 if len(self.url) < 8192 else 414, "request head too large")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        self.head_bytes += len(name) + len(value) + 4
+        if self.head_bytes > self.gateway.config.gateway.max_header_size:
+            raise RequestError(431, "request head too large")
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.deadline.clear()
+        parser = self.parser
+        head = http1.RequestHead(parser.get_method(), self.url, parser.get_http_version(),
+                                 self.headers)
+        self.headers = []
+        self.requests += 1
+        http1.analyse_request(head, self.gateway.config.gateway.max_header_size)
+        if head.upgrade == b"websocket" and b"upgrade" in head.connection_tokens:
+            # From here on the connection is no longer parsed as HTTP, even if the handshake
+            # waits behind pipelined requests: what follows the head is WebSocket (or nothing).
+            ex = self.gateway.websocket_exchange(self, head)
+            self.state = State.UPGRADING
+            self.upgrade_exchange = ex
+        else:
+            ex = self.gateway.http_exchange(self, head)
+        self.parsing = ex
+        self.queue.append(ex)
+        if len(self.queue) == 1:
+            ex.start()
+        elif len(self.queue) > MAX_PIPELINED:
+            self.pause_reading_for(PAUSE_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.parsing
+        if ex is not None:
+            ex.request_body(body)
+
+    def on_message_complete(self) -> None:
+        ex, self.parsing = self.parsing, None
+        if ex is not None:
+            ex.request_complete()
+
+    # -- what exchanges call ---------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.state != State.CLOSED:
+            self.transport.write(data)
+
+    def exchange_done(self, ex) -> None:
+        """`ex` (the head of the queue) has written its whole answer."""
+        if not self.queue or self.queue[0] is not ex:
+            return
+        self.queue.popleft()
+        if self.state >= State.CLOSING:
+            return
+        if not ex.keep_client:
+            self.close()
+            return
+        if PAUSE_PIPELINE in self.pause_reasons and len(self.queue) <= MAX_PIPELINED // 2:
+            self.resume_reading_for(PAUSE_PIPELINE)
+        if self.queue:
+            self.queue[0].start()
+        elif not self.in_head:
+            self.deadline.set_in(self.gateway.config.gateway.keepalive_timeout)
+
+    def abort_exchange(self, ex) -> None:
+        """A response broke off midway: closing is the only signal the client can read."""
+        self.close()
+
+    def pause_reading_for(self, reason: object) -> None:
+        if not self.pause_reasons and self.transport is not None and self.state < State.CLOSING:
+            self.transport.pause_reading()
+        self.pause_reasons[reason] = 1
+
+    def resume_reading_for(self, reason: object) -> None:
+        if self.pause_reasons.pop(reason, None) and not self.pause_reasons \
+                and self.state < State.CLOSING and self.transport is not None:
+            self.transport.resume_reading()
+
+    def refuse(self, status: int, reason: str, headers: tuple = ()) -> None:
+        """Answer an unacceptable request, then close: nothing after it can be trusted.
+
+        The answer takes its turn after the pipelined requests already in flight.
+        """
+        if self.state >= State.CLOSING or self.refused:
+            return
+        self.refused = True
+        self.parsing = None
+        log.event(log.INFO, "request_refused", status=status, reason=reason, client=self.peer_ip,
+                  listener_port=self.socket_key[1])
+        self.gateway.count_refused(self, status)
+        answer = LocalAnswer(self, None, status, f"{status} {http1.REASONS.get(status, '')}\n"
+                             f"{reason}\n", headers=headers, keep=False)
+        self.queue.append(answer)
+        if len(self.queue) == 1:
+            answer.start()
+        elif self.transport is not None:
+            self.transport.pause_reading()
+
+    def close(self) -> None:
+        if self.state < State.CLOSING:
+            self.state = State.CLOSING
+        self.deadline.cancel()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    # -- upgrades --------------------------------------------------------------------------
+
+    def _after_upgrade(self, data: bytes, offset: int) -> None:
+        """llhttp stopped after an upgrade request's head; data[offset:] is not HTTP."""
+        rest = data[offset:]
+        ex = self.parsing if self.parsing is not None else (self.queue[-1] if self.queue else None)
+        if ex is not None and hasattr(ex, "early_data"):
+            ex.early_data(rest)
+            return
+        # An Upgrade we do not do (h2c, ...): the request was answered as plain HTTP and the
+        # parser resumed; keep parsing the bytes after it as the next request.
+        if rest:
+            self.data_received(rest)
+
+    def _timed_out(self) -> None:
+        if self.state >= State.CLOSING:
+            return
+        if self.in_head:
+            log.event(log.INFO, "header_timeout", client=self.peer_ip)
+            self.write(http1.simple_response(408, keep_alive=False))
+        self.close()

@@ -1,0 +1,270 @@
+"""HTTP/1.1 message heads: what the proxy needs on top of httptools.
+
+httptools (llhttp) does the parsing on both legs; this module turns its callbacks' output into
+`RequestHead` / `ResponseHead`, applies the framing rules that keep a proxy safe from request
+smuggling (RFC 9112 section 6), drops hop-by-hop headers (RFC 9110 section 7.6.1) and writes the
+heads the gateway sends. No I/O here.
+"""
+
+from __future__ import annotations
+
+from fastgw.errors import RequestError
+
+# RFC 9110 section 7.6.1 names Connection, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding and
+# Upgrade; Trailer and the Proxy-Authenticate/-Authorization pair are hop-by-hop since RFC 2616
+# section 13.5.1. Plus any header the Connection header lists.
+HOP_BY_HOP = frozenset({
+    b"connection", b"proxy-connection", b"keep-alive", b"te", b"trailer", b"trailers",
+    b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization",
+})
+
+# Headers the gateway sets itself towards the backend; a client's own values are replaced
+# (X-Forwarded-For is appended to instead).
+_FORWARDING = frozenset({b"x-forwarded-proto", b"x-forwarded-port", b"x-original-host"})
+
+REASONS = {
+    100: "Continue", 101: "Switching Protocols", 200: "OK", 204: "No Content",
+    301: "Moved Permanently", 302: "Found", 303: "See Other", 304: "Not Modified",
+    307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
+    414: "URI Too Long", 417: "Expectation Failed", 426: "Upgrade Required",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
+    502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+}
+
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+
+class RequestHead:
+    """A parsed request head. `headers` keep their original case and order."""
+
+    __slots__ = ("method", "url", "version", "headers", "host", "content_length", "chunked",
+                 "keep_alive", "upgrade", "connection_tokens", "expect_continue")
+
+    def __init__(self, method: bytes, url: bytes, version: str, headers: list):
+        self.method = method
+        self.url = url
+        self.version = version  # "1.1" or "1.0"
+        self.headers = headers  # [(name, value), ...] as bytes
+        self.host: bytes | None = None
+        self.content_length: int | None = None
+        self.chunked = False
+        self.keep_alive = True
+        self.upgrade: bytes | None = None  # lower-cased Upgrade header value, if any
+        self.connection_tokens: frozenset = frozenset()
+        self.expect_continue = False
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+    def header(self, name: bytes) -> bytes | None:
+        """First value of a header (name lower-case)."""
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+    def path_and_query(self) -> tuple[str, str]:
+        url = self.url
+        q = url.find(b"?")
+        path, query = (url, b"") if q < 0 else (url[:q], url[q + 1:])
+        h = path.find(b"#")
+        if h >= 0:
+            path = path[:h]
+        return path.decode("latin-1"), query.decode("latin-1")
+
+
+def analyse_request(head: RequestHead, max_header_size: int) -> None:
+    """Fill in the framing fields and refuse what could be smuggled (RequestError 400).
+
+    RFC 9112 section 6.3: a request with both Content-Length and Transfer-Encoding is an attack
+    vector; so are repeated or malformed Content-Length values and any transfer coding other than
+    a final `chunked` (we accept exactly `chunked`, as nginx does). Refused before anything
+    reaches a backend, and the connection is closed afterwards.
+    """
+    content_lengths = []
+    transfer_encodings = []
+    hosts = []
+    connection = []
+    for name, value in head.headers:
+        lname = name.lower()
+        if lname == b"content-length":
+            content_lengths.append(value)
+        elif lname == b"transfer-encoding":
+            transfer_encodings.append(value)
+        elif lname == b"host":
+            hosts.append(value)
+        elif lname == b"connection":
+            connection.extend(t.strip().lower() for t in value.split(b","))
+        elif lname == b"upgrade":
+            head.upgrade = value.strip().lower()
+        elif lname == b"expect":
+            head.expect_continue = value.strip().lower() == b"100-continue"
+    if content_lengths and transfer_encodings:
+        raise RequestError(400, "both Content-Length and Transfer-Encoding")
+    if len(content_lengths) > 1:
+        raise RequestError(400, "repeated Content-Length")
+    if content_lengths:
+        value = content_lengths[0].strip()
+        if not value.isdigit() or len(value) > 18:
+            raise RequestError(400, "malformed Content-Length")
+        head.content_length = int(value)
+    if transfer_encodings:
+        if len(transfer_encodings) > 1 or transfer_encodings[0].strip().lower() != b"chunked":
+            raise RequestError(400, "unsupported Transfer-Encoding (only a single 'chunked')")
+        if head.version == "1.0":
+            raise RequestError(400, "Transfer-Encoding in an HTTP/1.0 request")
+        head.chunked = True
+    if len(hosts) > 1:
+        raise RequestError(400, "repeated Host header")
+    if hosts:
+        head.host = hosts[0].strip()
+    elif head.version != "1.0":
+        raise RequestError(400, "missing Host header")  # RFC 9112 section 3.2
+    if head.url.startswith((b"http://", b"https://")):
+        # Absolute form (RFC 9112 section 3.2.2): the authority in the URL wins over Host.
+        rest = head.url.split(b"://", 1)[1]
+        slash = rest.find(b"/")
+        authority, path = (rest, b"/") if slash < 0 else (rest[:slash], rest[slash:])
+        if not authority:
+            raise RequestError(400, "absolute URL without a host")
+        head.host = authority
+        head.url = path
+    elif not head.url.startswith(b"/") and not (head.url == b"*" and head.method == b"OPTIONS"):
+        raise RequestError(400, "request target must be a path")
+    head.connection_tokens = frozenset(connection)
+    if head.version == "1.0":
+        head.keep_alive = b"keep-alive" in head.connection_tokens
+    else:
+        head.keep_alive = b"close" not in head.connection_tokens
+
+
+def forward_request_head(head: RequestHead, *, host: bytes, client_ip: str, proto: bytes,
+                         port: bytes, upgrade: bool = False, extra: tuple = ()) -> bytes:
+    """The request head sent to a backend, always HTTP/1.1 (RFC 9110 section 7.6).
+
+    Hop-by-hop headers and those the Connection header names are dropped; Host is `host`;
+    X-Forwarded-For gets the client appended, X-Forwarded-Proto/-Port and X-Original-Host are set.
+    The body is re-framed by the caller: Content-Length is kept, chunked stays chunked.
+    """
+    drop = HOP_BY_HOP | _FORWARDING | head.connection_tokens
+    out = [head.method, b" ", head.url, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
+    xff = None
+    original_host = head.host or b""
+    for name, value in head.headers:
+        lname = name.lower()
+        if lname in drop or lname == b"host":
+            continue
+        if lname == b"x-forwarded-for":
+            xff = value if xff is None else xff + b", " + value
+            continue
+        out += (name, b": ", value, b"\r\n")
+    ip = client_ip.encode("ascii")
+    out += (b"X-Forwarded-For: ", ip if xff is None else xff + b", " + ip,
+            b"\r\nX-Forwarded-Proto: ", proto, b"\r\nX-Forwarded-Port: ", port,
+            b"\r\nX-Original-Host: ", original_host, b"\r\n")
+    for name, value in extra:
+        out += (name, b": ", value, b"\r\n")
+    if upgrade:
+        out.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
+    elif head.chunked:
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+class ResponseHead:
+    __slots__ = ("status", "reason", "version", "headers", "content_length", "chunked",
+                 "keep_alive", "connection_tokens")
+
+    def __init__(self, status: int, reason: bytes, version: str, headers: list):
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.headers = headers
+        self.content_length: int | None = None
+        self.chunked = False
+        self.keep_alive = True
+        self.connection_tokens: frozenset = frozenset()
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+
+def analyse_response(head: ResponseHead) -> None:
+    connection = []
+    for name, value in head.headers:
+        lname = name.lower()
+        if lname == b"content-length":
+            v = value.strip()
+            if v.isdigit():
+                head.content_length = int(v)
+        elif lname == b"transfer-encoding":
+            head.chunked = value.strip().lower().endswith(b"chunked")
+        elif lname == b"connection":
+            connection.extend(t.strip().lower() for t in value.split(b","))
+    head.connection_tokens = frozenset(connection)
+    if head.chunked:
+        head.content_length = None
+    if head.version == "1.0":
+        head.keep_alive = b"keep-alive" in head.connection_tokens
+    else:
+        head.keep_alive = b"close" not in head.connection_tokens
+
+
+def client_response_head(head: ResponseHead, *, framing: bytes, keep_alive: bool,
+                         client_version: str, extra: tuple = ()) -> bytes:
+    """The response head sent to the client.
+
+    `framing` is what the gateway decided: b"length" (keep Content-Length), b"chunked" (we
+    chunk), b"close" (body ends at connection close) or b"none" (no body: HEAD, 204, 304, 1xx).
+    """
+    drop = HOP_BY_HOP | head.connection_tokens
+    reason = head.reason or REASONS.get(head.status, "Unknown").encode()
+    out = [b"HTTP/1.1 ", str(head.status).encode(), b" ", reason, b"\r\n"]
+    for name, value in head.headers:
+        lname = name.lower()
+        if lname in drop:
+            continue
+        if lname == b"content-length" and framing == b"chunked":
+            continue
+        out += (name, b": ", value, b"\r\n")
+    for name, value in extra:
+        out += (name, b": ", value, b"\r\n")
+    if framing == b"chunked":
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    if not keep_alive:
+        out.append(b"Connection: close\r\n")
+    elif client_version == "1.0":
+        out.append(b"Connection: keep-alive\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def simple_response(status: int, body: str = "", *, keep_alive: bool = False,
+                    headers: tuple = (), head_only: bool = False) -> bytes:
+    """A short response the gateway writes itself (errors, redirects): text/plain body."""
+    reason = REASONS.get(status, "Error")
+    if not body:
+        body = f"{status} {reason}\n"
+    payload = body.encode("utf-8")
+    out = [f"HTTP/1.1 {status} {reason}\r\nServer: fastgw\r\n".encode()]
+    for name, value in headers:
+        out.append(f"{name}: {value}\r\n".encode("latin-1"))
+    if status not in (204, 304):
+        out.append(b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n" % len(payload))
+    out.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
+    if not head_only and status not in (204, 304):
+        out.append(payload)
+    return b"".join(out)
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"

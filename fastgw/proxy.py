@@ -1,0 +1,395 @@
+"""One proxied HTTP request/response pair: the exchange between a client connection and a backend.
+
+The client connection (downstream.py) parses requests and queues one HttpExchange per request;
+the head of the queue runs. Running means: pick a server, take an idle keep-alive connection or
+open one (bounded by the settings' request_timeout), send the head, stream the body as it
+arrives, then parse the backend's response with a fresh httptools parser and stream it to the
+client, re-framed for the client (Content-Length kept, otherwise chunked for HTTP/1.1 clients or
+close-delimited for HTTP/1.0 ones).
+
+State, in order: WAITING (queued) -> CONNECTING -> SENT (request head on the wire) ->
+RESPONDING (response head sent to the client) -> DONE. Failures before RESPONDING become a
+502/503/504 answer; after it, the only honest signal left is closing the client connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import httptools
+
+from fastgw import balancer, http1, log
+from fastgw.errors import UpstreamError
+from fastgw.timeouts import Deadline
+from fastgw.upstream import UpstreamConnection, connect
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fastgw.backends import Backend, Endpoint
+    from fastgw.downstream import ClientConnection
+    from fastgw.routing import Route
+
+WAITING, CONNECTING, SENT, RESPONDING, DONE = range(5)
+
+# Body bytes buffered for a request whose backend connection is not ready yet, before the client
+# is paused.
+MAX_BUFFERED_BODY = 256 * 1024
+
+
+class HttpExchange:
+    """A request routed to a backend pool."""
+
+    # httptools calls on_* methods of this object while parsing the backend's response.
+    __slots__ = ("client", "head", "route", "backend", "state", "conn", "endpoint", "parser",
+                 "body", "body_bytes", "request_done", "resp_headers", "resp_reason",
+                 "framing", "keep_client", "deadline", "tried", "retry_ok", "started",
+                 "upstream_started", "status", "sent_bytes", "received_bytes", "connect_task",
+                 "client_paused_by_us", "response_head", "last_error")
+
+    def __init__(self, client: "ClientConnection", head: http1.RequestHead, route: "Route",
+                 backend: "Backend"):
+        self.client = client
+        self.head = head
+        self.route = route
+        self.backend = backend
+        self.state = WAITING
+        self.conn: UpstreamConnection | None = None
+        self.endpoint: Endpoint | None = None
+        self.parser = None
+        self.body: list[bytes] = []  # request body chunks waiting for the backend connection
+        self.body_bytes = 0
+        self.request_done = not head.has_body
+        self.resp_headers: list = []
+        self.resp_reason = b""
+        self.response_head: http1.ResponseHead | None = None
+        self.framing = b"none"
+        self.keep_client = head.keep_alive
+        self.deadline: Deadline | None = None
+        self.tried: tuple = ()
+        # A request that failed on a reused keep-alive connection before any answer may be sent
+        # again on a fresh one when repeating it is harmless: idempotent and without a body.
+        self.retry_ok = head.method in http1.IDEMPOTENT and not head.has_body
+        self.last_error: UpstreamError | None = None
+        self.started = 0.0
+        self.upstream_started = 0.0
+        self.status = 0
+        self.sent_bytes = 0
+        self.received_bytes = 0
+        self.connect_task: asyncio.Task | None = None
+        self.client_paused_by_us = False
+
+    # -- driving the request ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Called when this exchange reaches the head of the client's queue."""
+        loop = self.client.loop
+        self.started = loop.time()
+        self.deadline = Deadline(loop, self._timed_out)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        endpoint = balancer.pick(self.backend, self.tried)
+        if endpoint is None:
+            if not self.backend.endpoints:
+                self.fail(UpstreamError(503, "backend pool has no servers"))
+            elif self.tried:
+                self.fail(self.last_error or UpstreamError(502, "no server could take the request"))
+            else:
+                self.fail(UpstreamError(502, "no healthy server in the backend pool"))
+            return
+        self.endpoint = endpoint
+        self.tried += (endpoint,)
+        self.state = CONNECTING
+        self.deadline.set_in(self.backend.settings.request_timeout)
+        conn = endpoint.take_idle()
+        if conn is not None:
+            self._attach(conn)
+        else:
+            self.connect_task = self.client.loop.create_task(self._connect(endpoint))
+
+    async def _connect(self, endpoint: "Endpoint") -> None:
+        gateway = self.client.gateway
+        try:
+            ssl_ctx, sni = gateway.upstream_tls(self.backend)
+            conn = await connect(endpoint, ssl_ctx, sni)
+        except asyncio.CancelledError:
+            return
+        except OSError as exc:
+            self.connect_task = None
+            if self.state != CONNECTING:
+                return
+            endpoint.failures += 1
+            gateway.endpoint_failed(endpoint, f"connect: {exc.strerror or exc}")
+            self.last_error = UpstreamError(502, f"connect to {endpoint.name} failed: "
+                                                 f"{exc.strerror or exc}")
+            # Nothing was sent: the next server may take the request.
+            self._dispatch()
+            return
+        except Exception as exc:  # TLS failures and the like
+            self.connect_task = None
+            if self.state == CONNECTING:
+                endpoint.failures += 1
+                self.fail(UpstreamError(502, f"connect to {endpoint.name} failed: {exc}"))
+            return
+        self.connect_task = None
+        if self.state != CONNECTING:  # the client went away, or we timed out
+            conn.close()
+            return
+        self._attach(conn)
+
+    def _attach(self, conn: UpstreamConnection) -> None:
+        self.conn = conn
+        conn.exchange = self
+        conn.uses += 1
+        endpoint = self.endpoint
+        endpoint.active += 1
+        endpoint.requests += 1
+        self.parser = httptools.HttpResponseParser(self)
+        self.resp_headers = []
+        client = self.client
+        head = self.head
+        settings = self.backend.settings
+        host = settings.host_name.encode() if settings.host_name else (head.host or b"")
+        data = http1.forward_request_head(
+            head, host=host, client_ip=client.peer_ip, proto=client.proto,
+            port=client.port_bytes, extra=client.gateway.request_extra(self))
+        self.upstream_started = client.loop.time()
+        self.state = SENT
+        if client.write_paused:
+            conn.transport.pause_reading()
+            conn.paused = True
+        if self.body:
+            chunks = self.body
+            self.body = []
+            if head.chunked:
+                chunks = [http1.chunk(c) for c in chunks]
+            if self.request_done and head.chunked:
+                chunks.append(http1.LAST_CHUNK)
+            conn.transport.writelines([data, *chunks])
+        else:
+            if self.request_done and head.chunked:
+                data += http1.LAST_CHUNK
+            conn.transport.write(data)
+        if self.client_paused_by_us:
+            self.client_paused_by_us = False
+            client.resume_reading_for(self)
+
+    def request_body(self, data: bytes) -> None:
+        """A piece of the request body arrived from the client."""
+        if self.state == SENT or self.state == RESPONDING:
+            conn = self.conn
+            if conn is not None:
+                if self.head.chunked:
+                    conn.transport.write(http1.chunk(data))
+                else:
+                    conn.transport.write(data)
+            return
+        if self.state == DONE:
+            return  # the answer went out already (early response, error): discard
+        self.body.append(data)
+        self.body_bytes += len(data)
+        if self.body_bytes > MAX_BUFFERED_BODY and not self.client_paused_by_us:
+            self.client_paused_by_us = True
+            self.client.pause_reading_for(self)
+
+    def request_complete(self) -> None:
+        self.request_done = True
+        if self.state in (SENT, RESPONDING) and self.head.chunked and self.conn is not None:
+            self.conn.transport.write(http1.LAST_CHUNK)
+
+    # -- the backend's response (httptools callbacks) ---------------------------------------
+
+    def upstream_data(self, data: bytes) -> None:
+        self.received_bytes += len(data)
+        deadline = self.deadline
+        if deadline is not None:
+            # request_timeout bounds each wait for the backend, as nginx's proxy_read_timeout.
+            deadline.when = self.client.loop.time() + self.backend.settings.request_timeout
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # A 101 to a plain request (we never asked for one): refuse it.
+            self.fail(UpstreamError(502, "backend switched protocols on a plain request"))
+        except httptools.HttpParserError as exc:
+            self.fail(UpstreamError(502, f"invalid response from backend: {exc}"))
+
+    def on_status(self, reason: bytes) -> None:
+        self.resp_reason = reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.resp_headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        status = parser.get_status_code()
+        head = http1.ResponseHead(status, self.resp_reason, parser.get_http_version(),
+                                  self.resp_headers)
+        self.resp_headers = []
+        client = self.client
+        if status < 200:
+            # Interim responses (100 Continue, 103 Early Hints) pass to HTTP/1.1 clients.
+            if self.head.version != "1.0" and status != 101:
+                client.write(http1.client_response_head(head, framing=b"none", keep_alive=True,
+                                                        client_version="1.1"))
+            return
+        http1.analyse_response(head)
+        self.response_head = head
+        self.status = status
+        req = self.head
+        if req.method == b"HEAD" or status in (204, 304):
+            framing = b"none"
+        elif head.content_length is not None:
+            framing = b"length"
+        elif req.version == "1.0":
+            framing = b"close"
+        else:
+            framing = b"chunked"
+        if framing == b"close":
+            self.keep_client = False
+        self.framing = framing
+        self.state = RESPONDING
+        extra = client.gateway.response_extra(self)
+        client.write(http1.client_response_head(head, framing=framing, keep_alive=self.keep_client,
+                                                client_version=req.version, extra=extra))
+        if framing == b"none":
+            # llhttp would wait for a HEAD response's announced body; the message ends here.
+            self.on_message_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self.framing == b"chunked":
+            self.client.write(http1.chunk(body))
+        else:
+            self.client.write(body)
+
+    def on_message_complete(self) -> None:
+        if self.state != RESPONDING:
+            return  # an interim (1xx) response ended; the final one follows
+        if self.framing == b"chunked":
+            self.client.write(http1.LAST_CHUNK)
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            head = self.response_head
+            reusable = (self.request_done and head.keep_alive and not self._close_delimited()
+                        and self.parser.should_keep_alive())
+            if reusable:
+                conn.release(self.client.gateway.config.gateway.upstream_keepalive)
+            else:
+                conn.close()
+        self._release_endpoint()
+        self._finish()
+
+    def _close_delimited(self) -> bool:
+        """The response body ends when the backend closes (RFC 9112 section 6.3 rule 8)."""
+        head = self.response_head
+        return (head is not None and head.content_length is None and not head.chunked
+                and self.framing != b"none")
+
+    def upstream_eof(self) -> None:
+        if self.state == RESPONDING and self._close_delimited():
+            self.on_message_complete()
+
+    def upstream_lost(self, exc: Exception | None) -> None:
+        if self.state == DONE:
+            return
+        conn, self.conn = self.conn, None
+        if self.state == RESPONDING:
+            if self._close_delimited():
+                self.on_message_complete()
+                return
+            self._release_endpoint()
+            log.event(log.WARNING, "upstream_lost_mid_response", **self._log_fields(),
+                      cause=str(exc or "connection closed"))
+            self.state = DONE
+            if self.deadline is not None:
+                self.deadline.cancel()
+            self.client.abort_exchange(self)
+            return
+        self._release_endpoint()
+        endpoint = self.endpoint
+        reused = conn is not None and conn.uses > 1
+        if reused and self.received_bytes == 0 and self.retry_ok:
+            # A keep-alive connection the server closed as we reused it: try a fresh one,
+            # on the same server (nothing says it is unhealthy).
+            self.tried = tuple(e for e in self.tried if e is not endpoint)
+            self._dispatch()
+            return
+        if endpoint is not None:
+            endpoint.failures += 1
+        cause = f"backend closed the connection{': ' + str(exc) if exc else ''}"
+        self.fail(UpstreamError(502, cause))
+
+    def upstream_pause_writing(self) -> None:
+        self.client.pause_reading_for(self)
+
+    def upstream_resume_writing(self) -> None:
+        self.client.resume_reading_for(self)
+
+    # -- endings ---------------------------------------------------------------------------
+
+    def _timed_out(self) -> None:
+        if self.state in (CONNECTING, SENT):
+            self.fail(UpstreamError(504, f"no response within {self.backend.settings.request_timeout:g}s"))
+        elif self.state == RESPONDING:
+            log.event(log.WARNING, "upstream_timeout_mid_response", **self._log_fields())
+            conn, self.conn = self.conn, None
+            if conn is not None:
+                conn.abort()
+            self._release_endpoint()
+            self.state = DONE
+            self.deadline.cancel()
+            self.client.abort_exchange(self)
+
+    def fail(self, error: UpstreamError) -> None:
+        """Answer the client with the error's status (the response has not started)."""
+        if self.state in (RESPONDING, DONE):
+            return
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+            self.connect_task = None
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.abort()
+        self._release_endpoint()
+        self.status = error.status
+        log.event(log.WARNING, "upstream_error", **self._log_fields(), status=error.status,
+                  cause=error.cause)
+        self.client.gateway.count_upstream_error(self, error)
+        if not self.request_done:
+            self.keep_client = False  # the rest of the body would be read as a new request
+        self.client.write(http1.simple_response(error.status, keep_alive=self.keep_client,
+                                                head_only=self.head.method == b"HEAD"))
+        self.state = RESPONDING
+        self._finish()
+
+    def client_lost(self) -> None:
+        """The client went away: drop the backend connection unless it is done."""
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+            self.connect_task = None
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.abort()
+        self._release_endpoint()
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.state = DONE
+
+    def _release_endpoint(self) -> None:
+        endpoint = self.endpoint
+        if endpoint is not None and self.state in (SENT, RESPONDING) and self.parser is not None:
+            endpoint.active -= 1
+            self.parser = None
+
+    def _finish(self) -> None:
+        self.state = DONE
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.client.exchange_done(self)
+
+    def _log_fields(self) -> dict:
+        return {
+            "rule": self.route.rule.name, "pool": self.backend.pool.name,
+            "settings": self.backend.settings.name,
+            "server": self.endpoint.name if self.endpoint is not None else None,
+            "method": self.head.method.decode("latin-1"),
+        }

@@ -1,0 +1,212 @@
+"""Routing: (socket, Host, path) -> Route. Pure, compiled once per configuration.
+
+A listening socket is identified by (bind, port); several listeners may share it (multi-site),
+told apart by the Host header: an exact host name first, then the longest matching `*.suffix`
+wildcard, then the socket's basic listener (one without host names). Host matching ignores case,
+a trailing dot and the port.
+
+Each listener's rules are tried by priority (lower first, then file order). A `basic` or
+`redirect` rule always matches. A `path_based` rule tries its path maps in order — first match
+wins, a trailing `*` matches any suffix — and otherwise falls back to the rule's own backend pool;
+a path_based rule without one lets unmatched paths fall through to the next rule. Nothing
+matching: None, which the proxy answers with 404.
+
+Paths are matched in normalized form (percent-decoded, dot-segments resolved, repeated slashes
+merged, as nginx matches locations), so that `/%61dmin` cannot slip past a rule for `/admin/*`;
+the request is still forwarded with its original URI.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from fastgw.config import Config, ListenerConfig, RuleConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What a request is sent to: a (pool, settings) pair, or a redirect."""
+
+    listener: ListenerConfig
+    rule: RuleConfig
+    backend_pool: str | None = None
+    backend_settings: str | None = None
+
+    @property
+    def is_redirect(self) -> bool:
+        return self.rule.type == "redirect"
+
+
+@dataclass(frozen=True, slots=True)
+class _PathMatcher:
+    patterns: tuple[tuple[str, bool, Route], ...]  # (path or prefix, is_prefix, route)
+    default: Route | None
+
+    def match(self, path: str) -> Route | None:
+        for pattern, is_prefix, route in self.patterns:
+            if path.startswith(pattern) if is_prefix else path == pattern:
+                return route
+        return self.default
+
+
+@dataclass(frozen=True, slots=True)
+class _Site:
+    """One listener: its rules, compiled."""
+
+    listener: ListenerConfig
+    rules: tuple[_PathMatcher, ...]
+
+    def match(self, path: str) -> Route | None:
+        for rule in self.rules:
+            route = rule.match(path)
+            if route is not None:
+                return route
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Socket:
+    """The listeners sharing one (bind, port)."""
+
+    exact: dict[str, _Site]
+    wildcards: tuple[tuple[str, _Site], ...]  # (".suffix", site), longest suffix first
+    basic: _Site | None
+
+    def site(self, host: str) -> _Site | None:
+        site = self.exact.get(host)
+        if site is not None:
+            return site
+        for suffix, site in self.wildcards:
+            if host.endswith(suffix):
+                return site
+        return self.basic
+
+
+class Router:
+    """The compiled routing table of one configuration."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        sites = {lst.name: _Site(lst, self._compile_rules(config, lst)) for lst in config.listeners}
+        groups: dict[tuple[str, int], list[ListenerConfig]] = {}
+        for lst in config.listeners:
+            groups.setdefault((lst.bind, lst.port), []).append(lst)
+        self.sockets: dict[tuple[str, int], _Socket] = {}
+        for key, members in groups.items():
+            exact: dict[str, _Site] = {}
+            wildcards: list[tuple[str, _Site]] = []
+            basic = None
+            for lst in members:
+                if not lst.host_names:
+                    basic = sites[lst.name]
+                for host in lst.host_names:
+                    if host.startswith("*."):
+                        wildcards.append((host[1:], sites[lst.name]))
+                    else:
+                        exact[host] = sites[lst.name]
+            wildcards.sort(key=lambda item: -len(item[0]))
+            self.sockets[key] = _Socket(exact, tuple(wildcards), basic)
+
+    @staticmethod
+    def _compile_rules(config: Config, listener: ListenerConfig) -> tuple[_PathMatcher, ...]:
+        rules = sorted((r for r in config.rules if r.listener == listener.name),
+                       key=lambda r: (r.priority, r.order))
+        compiled = []
+        for rule in rules:
+            default = None
+            if rule.type == "redirect" or rule.backend_pool is not None:
+                default = Route(listener, rule, rule.backend_pool, rule.backend_settings)
+            patterns = []
+            for path_map in rule.paths:
+                route = Route(listener, rule, path_map.backend_pool, path_map.backend_settings)
+                for p in path_map.paths:
+                    if p.endswith("*"):
+                        patterns.append((p[:-1], True, route))
+                    else:
+                        patterns.append((p, False, route))
+            compiled.append(_PathMatcher(tuple(patterns), default))
+        return tuple(compiled)
+
+    def socket_keys(self) -> list[tuple[str, int]]:
+        """The (bind, port) pairs to listen on."""
+        return list(self.sockets)
+
+    def match(self, socket_key: tuple[str, int], host: str | None, path: str) -> Route | None:
+        """Route a request that arrived on `socket_key` with this Host header and URL path."""
+        sock = self.sockets.get(socket_key)
+        if sock is None:
+            return None
+        site = sock.site(normalize_host(host)) if host else sock.basic
+        if site is None:
+            return None
+        return site.match(normalize_path(path))
+
+    def listener_for(self, socket_key: tuple[str, int], host: str | None) -> ListenerConfig | None:
+        """The listener a Host selects (for TLS SNI, logs and WAF policy), or None."""
+        sock = self.sockets.get(socket_key)
+        if sock is None:
+            return None
+        site = sock.site(normalize_host(host)) if host else sock.basic
+        return site.listener if site is not None else None
+
+    def describe(self) -> list[str]:
+        """The routing table as text, for `fastgw check`."""
+        lines = []
+        for (bind, port), sock in self.sockets.items():
+            sites = list(sock.exact.values()) + [s for _, s in sock.wildcards]
+            if sock.basic is not None:
+                sites.append(sock.basic)
+            seen = set()
+            for site in sites:
+                lst = site.listener
+                if lst.name in seen:
+                    continue
+                seen.add(lst.name)
+                hosts = ", ".join(lst.host_names) or "*"
+                lines.append(f"{lst.protocol}://{bind}:{port}  listener {lst.name!r}  hosts: {hosts}")
+                for matcher in site.rules:
+                    for pattern, is_prefix, route in matcher.patterns:
+                        shown = pattern + "*" if is_prefix else pattern
+                        lines.append(f"    {shown:<24} -> {_target(route)}  (rule {route.rule.name!r})")
+                    if matcher.default is not None:
+                        label = "(any path)" if not matcher.patterns else "(other paths)"
+                        route = matcher.default
+                        lines.append(f"    {label:<24} -> {_target(route)}  (rule {route.rule.name!r})")
+        return lines
+
+
+def _target(route: Route) -> str:
+    rule = route.rule
+    if rule.type == "redirect":
+        where = rule.target_url or f"listener {rule.target_listener!r}"
+        return f"redirect {rule.status} to {where}"
+    return f"pool {route.backend_pool!r} with settings {route.backend_settings!r}"
+
+
+def normalize_host(host: str) -> str:
+    """Host header -> lower-case name without port or trailing dot ("[::1]" kept bracketed)."""
+    host = host.strip()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1].lower() if end > 0 else host.lower()
+    colon = host.rfind(":")
+    if colon >= 0:
+        host = host[:colon]
+    return host.rstrip(".").lower()
+
+
+def normalize_path(path: str) -> str:
+    """The path as nginx matches it: decoded, dot-segments resolved, slashes merged."""
+    if "%" not in path and "/." not in path and "//" not in path:
+        return path  # the common case costs one scan
+    if "%" in path:
+        path = unquote(path, errors="surrogateescape")
+    trailing = path.endswith("/") or path.endswith("/.") or path.endswith("/..")
+    path = posixpath.normpath("/" + path.lstrip("/"))
+    if path.startswith("//"):  # normpath keeps a leading '//' (POSIX); a URL path does not
+        path = "/" + path.lstrip("/")
+    if trailing and path != "/":
+        path += "/"
+    return path

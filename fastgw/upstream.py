@@ -1,0 +1,114 @@
+"""The upstream leg: one TCP (or TLS) connection from the gateway to a backend server.
+
+An UpstreamConnection carries one exchange at a time (no pipelining towards backends) and goes
+back to its endpoint's keep-alive pool when a response completed cleanly. The response parser
+belongs to the exchange (a fresh httptools parser per response: a response to HEAD has no body
+whatever its Content-Length says, and llhttp cannot be told so), so this class only moves bytes
+and lifecycle events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from fastgw.backends import Endpoint
+
+# Idle keep-alive connections are dropped after this long: most backends close theirs after
+# 5-75 s, and reusing a connection the server is closing costs a retry.
+IDLE_TIMEOUT = 4.0
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = ("endpoint", "transport", "exchange", "closed", "uses", "idle_since", "paused")
+
+    def __init__(self, endpoint: Endpoint):
+        self.endpoint = endpoint
+        self.transport: Any = None
+        self.exchange: Any = None  # the exchange or WebSocket handshake this connection serves
+        self.closed = False
+        self.uses = 0
+        self.idle_since = 0.0
+        self.paused = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # pragma: no cover - a socket closed under us
+                pass
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            # A backend must not speak on an idle connection (RFC 9112 section 9.3.2): drop it.
+            self.close()
+            return
+        exchange.upstream_data(data)
+
+    def eof_received(self) -> bool:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.upstream_eof()
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.endpoint.forget(self)
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.upstream_lost(exc)
+
+    def pause_writing(self) -> None:
+        # The backend reads the request body slower than the client sends it.
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.upstream_pause_writing()
+
+    def resume_writing(self) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.upstream_resume_writing()
+
+    def reusable(self) -> bool:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return False
+        loop = asyncio.get_running_loop()
+        if loop.time() - self.idle_since > IDLE_TIMEOUT:
+            self.close()
+            return False
+        return True
+
+    def release(self, limit: int) -> None:
+        """The response completed cleanly: park the connection for the next request."""
+        self.exchange = None
+        if self.paused:
+            self.transport.resume_reading()
+            self.paused = False
+        self.idle_since = asyncio.get_running_loop().time()
+        self.endpoint.put_idle(self, limit)
+
+    def close(self) -> None:
+        self.exchange = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.abort()
+
+
+async def connect(endpoint: Endpoint, ssl_context=None, server_hostname: str | None = None
+                  ) -> UpstreamConnection:
+    """Open a new connection to `endpoint` (the caller bounds it with a timeout)."""
+    loop = asyncio.get_running_loop()
+    kwargs = {}
+    if ssl_context is not None:
+        kwargs = {"ssl": ssl_context, "server_hostname": server_hostname or endpoint.host}
+    _, conn = await loop.create_connection(lambda: UpstreamConnection(endpoint),
+                                           endpoint.host, endpoint.port, **kwargs)
+    return conn
