@@ -239,6 +239,15 @@ class ClientConnection(asyncio.Protocol):
         elif not self.in_head:
             self.deadline.set_in(self.gateway.config.gateway.keepalive_timeout)
 
+    def upgraded(self, ex, session) -> None:
+        """`ex` (the head of the queue) switched protocols: the session owns the transport now."""
+        if self.queue and self.queue[0] is ex:
+            self.queue.popleft()
+        self.state = State.RELAYING
+        self.upgrade_exchange = session
+        self.deadline.cancel()
+        self.pause_reasons.clear()
+
     def abort_exchange(self, ex) -> None:
         """A response broke off midway: closing is the only signal the client can read."""
         self.close()

@@ -12,15 +12,17 @@ import asyncio
 import signal
 from typing import Any
 
-from fastgw import log
+from fastgw import handshake, log
 from fastgw.backends import Backend
 from fastgw.config import Config
 from fastgw.downstream import ClientConnection, State
+from fastgw.errors import HandshakeError
 from fastgw.http1 import RequestHead
 from fastgw.listener import bind_socket
 from fastgw.local import LocalAnswer, redirect_location
 from fastgw.proxy import HttpExchange
 from fastgw.routing import Router
+from fastgw.wsproxy import WebSocketExchange
 
 
 class Gateway:
@@ -130,8 +132,31 @@ class Gateway:
         return HttpExchange(client, head, route, backend)
 
     def websocket_exchange(self, client: ClientConnection, head: RequestHead) -> Any:
-        return LocalAnswer(client, head, 501, "WebSocket proxying is not available yet\n",
-                           keep=False)
+        """An upgrade request: validated before anything else, then routed like any request."""
+        try:
+            offer = handshake.validate_request(head)
+        except HandshakeError as exc:
+            log.event(log.INFO, "handshake_refused", status=exc.status, reason=exc.reason,
+                      client=client.peer_ip)
+            self.count_refused(client, exc.status)
+            return LocalAnswer(client, head, exc.status, f"{exc.status} {exc.reason}\n",
+                               headers=exc.headers, keep=False)
+        route = self._route(client, head)
+        if route is None:
+            return LocalAnswer(client, head, 404, "404 Not Found\nno rule matches this request\n",
+                               keep=False)
+        if route.is_redirect:
+            location = redirect_location(self.config, route.rule, head)
+            return LocalAnswer(client, head, route.rule.status, f"Redirecting to {location}\n",
+                               headers=(("Location", location),), route=route, keep=False)
+        backend = self.backends[(route.backend_pool, route.backend_settings)]
+        return WebSocketExchange(client, head, route, backend, offer)
+
+    def session_started(self, session) -> None:
+        pass
+
+    def session_ended(self, session, fields: dict) -> None:
+        self.connections.discard(session.client)
 
     # -- hooks for TLS, metrics and logs (filled in by their modules) ---------------------
 

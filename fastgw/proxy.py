@@ -148,11 +148,7 @@ class HttpExchange:
         self.resp_headers = []
         client = self.client
         head = self.head
-        settings = self.backend.settings
-        host = settings.host_name.encode() if settings.host_name else (head.host or b"")
-        data = http1.forward_request_head(
-            head, host=host, client_ip=client.peer_ip, proto=client.proto,
-            port=client.port_bytes, extra=client.gateway.request_extra(self))
+        data = self.request_head()
         self.upstream_started = client.loop.time()
         self.state = SENT
         if client.write_paused:
@@ -173,6 +169,15 @@ class HttpExchange:
         if self.client_paused_by_us:
             self.client_paused_by_us = False
             client.resume_reading_for(self)
+
+    def request_head(self, upgrade: bool = False) -> bytes:
+        """The request head for the backend: Host kept or overridden, forwarding headers."""
+        client = self.client
+        settings = self.backend.settings
+        host = settings.host_name.encode() if settings.host_name else (self.head.host or b"")
+        return http1.forward_request_head(
+            self.head, host=host, client_ip=client.peer_ip, proto=client.proto,
+            port=client.port_bytes, upgrade=upgrade, extra=client.gateway.request_extra(self))
 
     def request_body(self, data: bytes) -> None:
         """A piece of the request body arrived from the client."""

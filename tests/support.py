@@ -344,3 +344,176 @@ def wait_port(port: int, timeout: float = 10.0, proc: subprocess.Popen | None = 
 
 def json_body(body: bytes) -> Any:
     return json.loads(body.decode())
+
+
+class WsBackend:
+    """A WebSocket backend on the `websockets` library, one behaviour per path.
+
+    /echo        echo every message (permessage-deflate on unless the client does not offer it)
+    /greet       send "hello" right after the handshake, then echo
+    /close4001   echo one message, then close with 4001 "custom"
+    /drop        after the first message, drop the TCP connection without a Close
+    /headers     send the handshake request headers as one JSON message
+    /silent      read nothing after the handshake; never answer a Close
+    /slow        read one message per `slow_delay` seconds, then echo its length
+    anything else: 404 (refused handshake)
+    Subprotocols "chat" and "superchat" are offered to the handshake selection.
+    Each session's close code/reason as the backend saw it is appended to `closes`.
+    """
+
+    def __init__(self, port: int | None = None, slow_delay: float = 0.05):
+        self.port = port or free_port()
+        self.lt = LoopThread()
+        self.closes: list[tuple[str, int | None, str]] = []
+        self.sessions = 0
+        self.slow_delay = slow_delay
+        self.received: list[bytes | str] = []
+        self.server = self.lt.call(self._start())
+
+    async def _start(self):
+        from websockets.asyncio.server import serve
+
+        async def process_request(conn, request):
+            if request.path.split("?")[0] not in ("/echo", "/greet", "/close4001", "/drop",
+                                                  "/headers", "/silent", "/slow"):
+                return conn.respond(404, "no such WebSocket endpoint\n")
+            if request.path.startswith("/headers"):
+                conn.request_headers_json = json.dumps([[k, v] for k, v in request.headers.raw_items()])
+            return None
+
+        def select_subprotocol(conn, offered):
+            # The backend chooses: its preference order, and no subprotocol is fine too.
+            return next((p for p in ("superchat", "chat") if p in offered), None)
+
+        return await serve(self._handler, "127.0.0.1", self.port,
+                           select_subprotocol=select_subprotocol,
+                           process_request=process_request, max_size=None, ping_interval=None,
+                           close_timeout=2)
+
+    async def _handler(self, ws) -> None:
+        from websockets.exceptions import ConnectionClosed
+        path = ws.request.path.split("?")[0]
+        self.sessions += 1
+        try:
+            if path == "/greet":
+                await ws.send("hello")
+            if path == "/headers":
+                await ws.send(ws.request_headers_json)
+            if path == "/silent":
+                ws.transport.pause_reading()
+                await asyncio.sleep(60)
+                return
+            if path == "/slow":
+                async for msg in ws:
+                    self.received.append(msg)
+                    await asyncio.sleep(self.slow_delay)
+                    await ws.send(str(len(msg)))
+                return
+            async for msg in ws:
+                self.received.append(msg)
+                if path == "/drop":
+                    ws.transport.abort()
+                    return
+                await ws.send(msg)
+                if path == "/close4001":
+                    await ws.close(4001, "custom")
+                    return
+        except ConnectionClosed:
+            pass
+        finally:
+            await asyncio.sleep(0)
+            rcvd = ws.protocol.close_rcvd
+            self.closes.append((path, rcvd.code if rcvd else None, rcvd.reason if rcvd else ""))
+
+    def stop(self) -> None:
+        async def close():
+            self.server.close()
+            await asyncio.wait_for(self.server.wait_closed(), 5)
+        with contextlib.suppress(Exception):
+            self.lt.call(close(), timeout=10)
+        self.lt.stop()
+
+    def wait_closes(self, n: int, timeout: float = 10.0) -> list:
+        deadline = time.monotonic() + timeout
+        while len(self.closes) < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.closes
+
+
+def ws_gateway_toml(listen_port: int, ws_port: int, *, request_timeout: float = 10,
+                    extra_settings: str = "", gateway_extra: str = "") -> str:
+    return gateway_toml(listen_port, [f"127.0.0.1:{ws_port}"], request_timeout=request_timeout,
+                        extra_settings=extra_settings, gateway_extra=gateway_extra)
+
+
+def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, mask: bytes | None = b"\x01\x02\x03\x04",
+          rsv: int = 0) -> bytes:
+    """A raw frame for tests that send what no library would."""
+    import struct
+    first = (0x80 if fin else 0) | (rsv << 4) | opcode
+    n = len(payload)
+    mbit = 0x80 if mask is not None else 0
+    if n < 126:
+        head = struct.pack("!BB", first, mbit | n)
+    elif n < 65536:
+        head = struct.pack("!BBH", first, mbit | 126, n)
+    else:
+        head = struct.pack("!BBQ", first, mbit | 127, n)
+    if mask is None:
+        return head + payload
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def ws_raw_handshake(port: int, path: str = "/echo", *, extra: str = "", timeout: float = 5.0):
+    """Open a raw socket, send an upgrade request; return (socket, response head, leftover)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\n"
+               f"Sec-WebSocket-Version: 13\r\n{extra}\r\n").encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return s, head, rest
+
+
+def read_close(sock: socket.socket, leftover: bytes = b"", timeout: float = 10.0):
+    """Read frames until a Close arrives; return (code, reason, frames before it)."""
+    import struct
+    sock.settimeout(timeout)
+    buf = leftover
+    seen = []
+    while True:
+        while len(buf) >= 2:
+            b0, b1 = buf[0], buf[1]
+            n = b1 & 0x7F
+            pos = 2
+            if n == 126:
+                if len(buf) < 4:
+                    break
+                n = struct.unpack_from("!H", buf, 2)[0]
+                pos = 4
+            elif n == 127:
+                if len(buf) < 10:
+                    break
+                n = struct.unpack_from("!Q", buf, 2)[0]
+                pos = 10
+            if len(buf) < pos + n:
+                break
+            payload = buf[pos:pos + n]
+            buf = buf[pos + n:]
+            if b0 & 0x0F == 8:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                return code, payload[2:].decode(), seen
+            seen.append((b0 & 0x0F, payload))
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None, "EOF without a Close frame", seen
+        buf += chunk

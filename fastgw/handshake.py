@@ -1,0 +1,141 @@
+"""The WebSocket opening handshake (RFC 6455 section 4), as a proxy performs it. Pure.
+
+The gateway validates the client's upgrade request (section 4.2.1) before anything reaches a
+backend, forwards it with the client's own Sec-WebSocket-Key, and answers the client only after
+the backend's 101, whose Sec-WebSocket-Accept, subprotocol and extensions it checks against what
+the client offered (section 4.1, the client's duties, which the gateway performs on the client's
+behalf). The backend chooses the subprotocol and the extensions; the gateway passes its choice on.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass
+
+from fastgw import http1
+from fastgw.errors import HandshakeError, UpstreamError
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
+
+
+def accept_key(key: bytes) -> bytes:
+    """Sec-WebSocket-Accept for a Sec-WebSocket-Key (section 4.2.2 step 5.4)."""
+    return base64.b64encode(hashlib.sha1(key.strip() + GUID).digest())
+
+
+def _tokens(value: bytes | None) -> list[bytes]:
+    if not value:
+        return []
+    return [t.strip().lower() for t in value.split(b",") if t.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """What the client asked for, kept to check the backend's answer."""
+
+    key: bytes
+    protocols: tuple[bytes, ...]  # Sec-WebSocket-Protocol values offered, as sent
+    extensions: tuple[bytes, ...]  # extension names offered (lower-case)
+
+
+def validate_request(head: http1.RequestHead) -> Offer:
+    """Check a client's upgrade request; raise HandshakeError(400 or 426) if it is not valid."""
+    if head.method != b"GET":
+        raise HandshakeError(400, "WebSocket upgrade must use GET")
+    if head.version != "1.1":
+        raise HandshakeError(400, "WebSocket upgrade needs HTTP/1.1")
+    if not head.host:
+        raise HandshakeError(400, "missing Host header")
+    if head.has_body:
+        raise HandshakeError(400, "WebSocket upgrade request must not have a body")
+    keys = []
+    versions = []
+    protocols: list[bytes] = []
+    extensions: list[bytes] = []
+    upgrade_ok = False
+    for name, value in head.headers:
+        lname = name.lower()
+        if lname == b"sec-websocket-key":
+            keys.append(value.strip())
+        elif lname == b"sec-websocket-version":
+            versions.extend(_tokens(value))
+        elif lname == b"sec-websocket-protocol":
+            protocols.extend(p.strip() for p in value.split(b",") if p.strip())
+        elif lname == b"sec-websocket-extensions":
+            extensions.extend(e.split(b";")[0].strip().lower() for e in value.split(b",") if e.strip())
+        elif lname == b"upgrade":
+            upgrade_ok = upgrade_ok or b"websocket" in _tokens(value)
+    if not upgrade_ok:
+        raise HandshakeError(400, "Upgrade header must name websocket")
+    if b"upgrade" not in head.connection_tokens:
+        raise HandshakeError(400, "Connection header must contain 'upgrade'")
+    if len(keys) != 1:
+        raise HandshakeError(400, "exactly one Sec-WebSocket-Key is required")
+    try:
+        raw = base64.b64decode(keys[0], validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 16:
+        raise HandshakeError(400, "Sec-WebSocket-Key must be 16 bytes, base64-encoded")
+    if versions != [b"13"]:
+        # Section 4.4: answer with the versions we speak.
+        raise HandshakeError(426, "unsupported Sec-WebSocket-Version (13 is supported)",
+                             headers=(("Sec-WebSocket-Version", "13"),))
+    return Offer(keys[0], tuple(protocols), tuple(extensions))
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """What the backend's 101 settled: passed on to the client, and to the relay's scanners."""
+
+    protocol: bytes | None
+    extensions: tuple[bytes, ...]  # names, lower-case
+
+    @property
+    def deflate(self) -> bool:
+        """permessage-deflate (RFC 7692) was accepted: RSV1 marks compressed messages."""
+        return b"permessage-deflate" in self.extensions
+
+
+def check_response(offer: Offer, head: http1.ResponseHead) -> Agreement:
+    """Check a backend's 101 (section 4.1, the client's checks); raise UpstreamError(502)."""
+    if b"websocket" not in _tokens(head.header(b"upgrade")):
+        raise UpstreamError(502, "backend 101 lacks 'Upgrade: websocket'")
+    if b"upgrade" not in _tokens(head.header(b"connection")):
+        raise UpstreamError(502, "backend 101 lacks 'Connection: Upgrade'")
+    accept = head.header(b"sec-websocket-accept")
+    if accept is None or accept.strip() != accept_key(offer.key):
+        raise UpstreamError(502, "backend 101 has a wrong Sec-WebSocket-Accept")
+    protocol = head.header(b"sec-websocket-protocol")
+    if protocol is not None:
+        protocol = protocol.strip()
+        if protocol not in offer.protocols:
+            raise UpstreamError(502, f"backend chose subprotocol {protocol!r} the client did not offer")
+    extensions = []
+    for name, value in head.headers:
+        if name.lower() == b"sec-websocket-extensions":
+            for ext in value.split(b","):
+                ext_name = ext.split(b";")[0].strip().lower()
+                if not ext_name:
+                    continue
+                if ext_name not in offer.extensions:
+                    raise UpstreamError(502, f"backend chose extension {ext_name!r} the client did not offer")
+                extensions.append(ext_name)
+    return Agreement(protocol, tuple(extensions))
+
+
+def client_101(head: http1.ResponseHead, extra: tuple = ()) -> bytes:
+    """The 101 sent to the client: the backend's, minus hop-by-hop headers, re-stated exactly."""
+    drop = http1.HOP_BY_HOP | head.connection_tokens
+    out = [b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"]
+    for name, value in head.headers:
+        lname = name.lower()
+        if lname in drop or lname in (b"content-length",):
+            continue
+        out += (name, b": ", value, b"\r\n")
+    for name, value in extra:
+        out += (name, b": ", value, b"\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)

@@ -1,0 +1,254 @@
+"""A WebSocket session after the 101: two legs, two pumps, and the close policy.
+
+The per-byte work happens in the frame engine (fastgw.frames.Pump and FrameScanner): each pump
+reads one leg, scans every frame header of the read in one call and forwards the bytes, still
+masked from the client, untouched. This module runs only for what is rare: control frames, errors,
+end of stream, timeouts — the policy of DESIGN.md section 4:
+
+* Close frames are relayed with their code and reason; a leg's close handshake is complete when a
+  Close went into it and one came out of it, and then its TCP connection is closed.
+* The gateway ends a session with a Close frame of its own to each leg still open, never a bare
+  TCP drop (a client would report 1006): idle timeout 1001, shutdown 1001, backend lost or broken
+  1014 to the client, client lost 1001 to the backend, a protocol violation the engine's code
+  (1002/1007/1009) to the offender and 1001 to the peer (1014 to a client whose backend broke the
+  protocol). A gateway frame goes into a leg only at a frame boundary of the stream into it;
+  mid-frame, the only honest signal left is closing that TCP connection.
+* After the first Close the session has `close_timeout` to finish; then what is still open is cut.
+
+Session states (IntEnum State): OPEN -> CLOSING (a Close was sent into some leg) -> CLOSED (both
+TCP connections gone).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from typing import TYPE_CHECKING, Any
+
+from fastgw import frames, log
+from fastgw.errors import FrameError
+from fastgw.timeouts import Deadline
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fastgw.downstream import ClientConnection
+    from fastgw.upstream import UpstreamConnection
+
+CLIENT, BACKEND = 0, 1
+SIDES = ("client", "backend")
+
+
+class State(enum.IntEnum):
+    OPEN = 0
+    CLOSING = 1
+    CLOSED = 2
+
+
+class WebSocketSession:
+    def __init__(self, client: "ClientConnection", upstream: "UpstreamConnection", exchange: Any,
+                 deflate: bool):
+        self.client = client
+        self.upstream = upstream
+        self.exchange = exchange
+        self.gateway = client.gateway
+        self.loop = client.loop
+        self.endpoint = upstream.endpoint
+        self.route = exchange.route
+        settings = exchange.backend.settings
+        self.idle_timeout = settings.request_timeout
+        self.close_timeout = self.gateway.config.gateway.close_timeout
+        limits = {"max_frame_size": settings.max_frame_size,
+                  "max_message_size": settings.max_message_size, "allow_rsv1": deflate}
+        # pumps[CLIENT] reads the client and writes to the backend; pumps[BACKEND] the reverse.
+        self.pumps = (frames.Pump(frames.FrameScanner(masked=True, **limits), self, side="client"),
+                      frames.Pump(frames.FrameScanner(masked=False, **limits), self, side="backend"))
+        self.transports = (client.transport, upstream.transport)
+        self.state = State.OPEN
+        self.sent_close = [False, False]  # a Close went into this leg
+        self.got_close = [False, False]  # a Close came out of this leg
+        self.open = [True, True]  # its TCP connection is up
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.closed_by: str | None = None  # "client", "backend" or "gateway"
+        self.started = time.monotonic()
+        self.deadline = Deadline(self.loop, self._deadline)
+        self.ended = False
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def start(self, early_client: bytes, early_backend: bytes) -> None:
+        """Take over both transports; `early_*` are bytes that came with the handshake."""
+        from_client, from_backend = self.pumps
+        client_t, backend_t = self.transports
+        from_client.transport, from_client.sink = client_t, backend_t
+        from_backend.transport, from_backend.sink = backend_t, client_t
+        client_t.set_protocol(from_client)
+        backend_t.set_protocol(from_backend)
+        if early_backend:
+            from_backend.feed(early_backend)
+        if early_client:
+            from_client.feed(early_client)
+        client_t.resume_reading()
+        backend_t.resume_reading()
+        self.deadline.set_in(self.idle_timeout)
+        self.gateway.session_started(self)
+
+    # -- the pumps' callbacks ----------------------------------------------------------------
+
+    def on_control(self, pump: Any, data: memoryview, consumed: int) -> int:
+        leg = CLIENT if pump is self.pumps[CLIENT] else BACKEND
+        for event in pump.scanner.events:
+            if event[0] != frames.EV_CONTROL or event[1] != frames.OP_CLOSE:
+                continue  # ping and pong pass as they are
+            _, _, offset, length, mask = event
+            payload = bytearray(data[offset:offset + length])
+            if mask is not None:
+                frames.apply_mask(payload, mask)
+            try:
+                code, reason = frames.parse_close(payload)
+            except FrameError as exc:
+                # A Close with an invalid code or reason is the sender's protocol violation
+                # (RFC 6455 section 7.4): forward what came before it, then fail the session.
+                header = offset - (6 if mask is not None else 2)
+                if pump.forwarding:
+                    self._forward(pump, data, header)
+                pump.forwarding = False
+                self._violation(leg, exc)
+                return 0
+            self.got_close[leg] = True
+            if self.closed_by is None:
+                self.closed_by, self.close_code, self.close_reason = SIDES[leg], code, reason
+            if pump.forwarding and self.open[1 - leg]:
+                self.sent_close[1 - leg] = True  # relayed with this chunk
+            self._enter_closing()
+            self.loop.call_soon(self._reap)
+        return consumed
+
+    def on_frame_error(self, pump: Any, exc: FrameError, data: memoryview) -> None:
+        leg = CLIENT if pump is self.pumps[CLIENT] else BACKEND
+        if not self.sent_close[1 - leg]:
+            self._forward(pump, data, exc.offset)  # the valid frames before the bad one
+        self._violation(leg, exc)
+
+    def on_eof(self, pump: Any) -> bool:
+        return False  # a half-closed leg is done: close it (connection_lost follows)
+
+    def on_connection_lost(self, pump: Any, exc: BaseException | None) -> None:
+        leg = CLIENT if pump is self.pumps[CLIENT] else BACKEND
+        if not self.open[leg]:
+            return
+        self.open[leg] = False
+        other = 1 - leg
+        if self.open[other] and not self.sent_close[other]:
+            if leg == BACKEND:
+                # Lost without a Close: 1014 "bad gateway" to the client (not 1006).
+                self._gateway_close(other, frames.CLOSE_BAD_GATEWAY, "backend connection lost")
+            else:
+                self._gateway_close(other, frames.CLOSE_GOING_AWAY, "client went away")
+        self._reap()
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def close(self, code: int, reason: str) -> None:
+        """The gateway ends the session: a Close to each leg still open (idle, shutdown)."""
+        for leg in (CLIENT, BACKEND):
+            if self.open[leg] and not self.sent_close[leg]:
+                self._gateway_close(leg, code, reason)
+        self._reap()
+
+    def shutdown(self) -> None:
+        self.close(frames.CLOSE_GOING_AWAY, "gateway shutting down")
+
+    def _violation(self, leg: int, exc: FrameError) -> None:
+        other = 1 - leg
+        if exc.code == frames.CLOSE_TOO_BIG or leg == CLIENT:
+            peer_code, peer_reason = frames.CLOSE_GOING_AWAY, f"{SIDES[leg]} {exc.reason}"
+        else:
+            peer_code, peer_reason = frames.CLOSE_BAD_GATEWAY, f"backend {exc.reason}"
+        log.event(log.INFO, "websocket_protocol_error", side=SIDES[leg], code=exc.code,
+                  reason=exc.reason, **self._ids())
+        if self.open[leg] and not self.sent_close[leg]:
+            self._gateway_close(leg, exc.code, exc.reason)
+        # The offender's stream can no longer be parsed, so its Close reply could not be read:
+        # fail the connection (RFC 6455 section 7.1.7), closing TCP right after our Close.
+        if self.open[leg] and not self.transports[leg].is_closing():
+            self.transports[leg].close()
+        if self.open[other] and not self.sent_close[other]:
+            self._gateway_close(other, peer_code, peer_reason)
+        self._reap()
+
+    def _gateway_close(self, leg: int, code: int, reason: str) -> None:
+        """Send the gateway's own Close into `leg`, or cut it if that cannot be done cleanly."""
+        into = self.pumps[1 - leg]  # the pump whose sink is this leg
+        into.forwarding = False
+        self.sent_close[leg] = True
+        if self.closed_by is None:
+            self.closed_by, self.close_code, self.close_reason = "gateway", code, reason
+        transport = self.transports[leg]
+        if into.scanner.at_boundary and not transport.is_closing():
+            transport.write(frames.build_close(code, reason, mask=(leg == BACKEND)))
+        else:
+            transport.abort()  # mid-frame: no frame of ours can be understood
+        self._enter_closing()
+
+    def _enter_closing(self) -> None:
+        if self.state == State.OPEN:
+            self.state = State.CLOSING
+            self.deadline.set_in(self.close_timeout)
+
+    def _reap(self) -> None:
+        """Close each leg whose close handshake is complete; end the session when both are gone."""
+        for leg in (CLIENT, BACKEND):
+            transport = self.transports[leg]
+            if self.open[leg] and self.sent_close[leg] and self.got_close[leg] \
+                    and not transport.is_closing():
+                transport.close()  # flushes the last frames first
+        if not self.open[CLIENT] and not self.open[BACKEND]:
+            self._end()
+
+    def _deadline(self) -> None:
+        if self.state == State.OPEN:
+            last = max(self.pumps[CLIENT].last_read, self.pumps[BACKEND].last_read)
+            idle = time.monotonic() - last
+            if idle < self.idle_timeout:
+                self.deadline.set_in(self.idle_timeout - idle)
+                return
+            log.event(log.INFO, "websocket_idle_timeout", timeout=self.idle_timeout, **self._ids())
+            self.close(frames.CLOSE_GOING_AWAY, "idle timeout")
+        elif self.state == State.CLOSING:
+            # The peers had close_timeout to answer; cut what is left.
+            for leg in (CLIENT, BACKEND):
+                if self.open[leg]:
+                    self.transports[leg].abort()
+
+    @staticmethod
+    def _forward(pump: Any, data: memoryview, n: int) -> None:
+        """Write data[:n] to the pump's sink ourselves (a copy: `data` is the shared arena)."""
+        if n > 0 and pump.sink is not None and not pump.sink.is_closing():
+            pump.sink.write(bytes(data[:n]))
+
+    def _end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.state = State.CLOSED
+        self.deadline.cancel()
+        self.endpoint.active -= 1
+        from_client, from_backend = self.pumps
+        c, b = from_client.scanner, from_backend.scanner
+        fields = {
+            **self._ids(),
+            "duration": round(time.monotonic() - self.started, 3),
+            "close_code": self.close_code if self.close_code is not None else 1005,
+            "closed_by": self.closed_by or "unknown",
+            "close_reason": self.close_reason,
+            "client_frames": c.frames, "client_bytes": from_client.bytes_in,
+            "client_messages": c.messages,
+            "backend_frames": b.frames, "backend_bytes": from_backend.bytes_in,
+            "backend_messages": b.messages,
+        }
+        log.event(log.INFO, "websocket_session_end", **fields)
+        self.gateway.session_ended(self, fields)
+
+    def _ids(self) -> dict:
+        return {"rule": self.route.rule.name, "pool": self.endpoint.backend.pool.name,
+                "server": self.endpoint.name, "client": self.client.peer_ip}

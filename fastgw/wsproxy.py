@@ -1,0 +1,114 @@
+"""A WebSocket upgrade request on its way through the gateway, until the session starts.
+
+It is an HTTP exchange (same routing, server choice, connect timeout, retries and 502/503/504
+answers) with three differences: the request validated first (handshake.validate_request: 400 or
+426 before any backend is contacted), the upgrade headers set explicitly on the backend request,
+and the backend's 101 checked (handshake.check_response: 502 on a wrong accept key, subprotocol
+or extension) before the client gets its own 101. Then both transports go to a WebSocketSession
+(relay.py). A backend answer other than 101 is relayed to the client as a normal response, after
+which the connection closes (what the client sent after its request may be WebSocket frames).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import httptools
+
+from fastgw import handshake, http1, log
+from fastgw.errors import UpstreamError
+from fastgw.proxy import DONE, HttpExchange
+from fastgw.relay import WebSocketSession
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fastgw.backends import Backend
+    from fastgw.downstream import ClientConnection
+    from fastgw.routing import Route
+
+# Client bytes held while the handshake is with the backend (frames sent before our 101).
+MAX_EARLY_DATA = 1 << 20
+
+
+class WebSocketExchange(HttpExchange):
+    __slots__ = ("offer", "early", "early_bytes", "switching", "session")
+
+    def __init__(self, client: "ClientConnection", head: http1.RequestHead, route: "Route",
+                 backend: "Backend", offer: handshake.Offer):
+        super().__init__(client, head, route, backend)
+        self.offer = offer
+        self.early: list[bytes] = []
+        self.early_bytes = 0
+        self.keep_client = False  # whatever the backend answers, this connection is not HTTP after
+        self.retry_ok = True  # nothing of a handshake is lost by sending it again elsewhere
+        self.switching: http1.ResponseHead | None = None
+        self.session: WebSocketSession | None = None
+
+    def request_head(self, upgrade: bool = True) -> bytes:
+        return super().request_head(upgrade=True)
+
+    # -- bytes from the client before the session starts ----------------------------------
+
+    def early_data(self, data: bytes) -> None:
+        self.client_data(data)
+
+    def client_data(self, data: bytes) -> None:
+        if not data:
+            return
+        self.early.append(data)
+        self.early_bytes += len(data)
+        if self.early_bytes > MAX_EARLY_DATA:
+            self.client.pause_reading_for(self)
+
+    # -- the backend's answer --------------------------------------------------------------
+
+    def upstream_data(self, data: bytes) -> None:
+        self.received_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._switch(data[exc.args[0]:])
+        except httptools.HttpParserError as exc:
+            self.fail(UpstreamError(502, f"invalid handshake response from backend: {exc}"))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        if parser.get_status_code() == 101:
+            head = http1.ResponseHead(101, self.resp_reason, parser.get_http_version(),
+                                      self.resp_headers)
+            http1.analyse_response(head)
+            self.switching = head
+            self.resp_headers = []
+            return
+        super().on_headers_complete()
+
+    def _switch(self, backend_early: bytes) -> None:
+        head = self.switching
+        if head is None:
+            self.fail(UpstreamError(502, "backend upgraded without a 101"))
+            return
+        try:
+            agreement = handshake.check_response(self.offer, head)
+        except UpstreamError as error:
+            self.fail(error)
+            return
+        conn, self.conn = self.conn, None
+        conn.exchange = None
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.parser = None  # the endpoint's active count now belongs to the session
+        client = self.client
+        client.write(handshake.client_101(head, client.gateway.response_extra(self)))
+        self.status = 101
+        self.state = DONE
+        session = WebSocketSession(client, conn, self, agreement.deflate)
+        self.session = session
+        client.upgraded(self, session)
+        session.start(b"".join(self.early), backend_early)
+        self.early = []
+        log.event(log.DEBUG, "websocket_open", rule=self.route.rule.name,
+                  server=self.endpoint.name, protocol=agreement.protocol,
+                  extensions=list(agreement.extensions))
+
+    def client_lost(self) -> None:
+        if self.session is None:
+            super().client_lost()
