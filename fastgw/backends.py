@@ -86,8 +86,31 @@ class Backend:
     def __init__(self, pool: PoolConfig, settings: SettingsConfig):
         self.pool = pool
         self.settings = settings
-        self.endpoints = [Endpoint(self, addr, i) for i, addr in enumerate(pool.servers)]
+        self.endpoints: list[Endpoint] = []
+        self.by_affinity: dict[str, Endpoint] = {}
         self.rr_next = 0
+        self.set_servers(pool.servers)
+
+    def set_servers(self, servers, keep: "list[Endpoint] | None" = None) -> list[Endpoint]:
+        """(Re)build the endpoint list; endpoints in `keep` whose address is still configured
+        are reused (health, counters and idle connections survive a reload). Returns the
+        endpoints that are no longer configured."""
+        from fastgw.affinity import server_id
+        old = {ep.address: ep for ep in (keep or [])}
+        endpoints = []
+        for i, addr in enumerate(servers):
+            ep = old.get(addr)
+            if ep is not None and ep.port == (addr.port or self.settings.port):
+                del old[addr]
+            else:  # a new server, or one now reached on another port
+                ep = Endpoint(self, addr, i)
+            ep.index = i
+            ep.affinity_id = server_id(self, ep)
+            endpoints.append(ep)
+        self.endpoints = endpoints
+        self.by_affinity = {ep.affinity_id: ep for ep in endpoints}
+        self.rr_next = 0
+        return list(old.values())
 
     @property
     def key(self) -> tuple[str, str]:

@@ -3,7 +3,7 @@
 `pick(backend, exclude)` returns an Endpoint, or None when no server can take the request. Only
 endpoints whose state is healthy are candidates (probes and connect failures set that state);
 `exclude` holds the endpoints that already failed for the request at hand, so a retry goes to
-another server.
+another server; `preferred` is the server a request's affinity cookie names.
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ from __future__ import annotations
 from fastgw.backends import Backend, Endpoint
 
 
-def pick(backend: Backend, exclude: tuple = ()) -> Endpoint | None:
+def pick(backend: Backend, exclude: tuple = (), preferred: Endpoint | None = None) -> Endpoint | None:
+    """`preferred` (cookie affinity) wins while it is healthy and not excluded."""
+    if preferred is not None and preferred.state == "healthy" and preferred not in exclude:
+        return preferred
     endpoints = backend.endpoints
     n = len(endpoints)
     if n == 0:

@@ -88,7 +88,7 @@ def serve(path: str, log_level: str = "info") -> int:
     from fastgw.gateway import run
     from fastgw.listener import BindError
     try:
-        return run(cfg)
+        return run(cfg, reload_from=path)
     except BindError as exc:
         print(f"fastgw: {exc}", file=sys.stderr)
         return EXIT_RUNTIME

@@ -1,22 +1,24 @@
 """The gateway: owns listeners, backends, probes and reloads. The one module that wires the parts.
 
 `Gateway(config)` is built inside a running event loop; `await start()` binds every listening
-socket, `await stop()` shuts down gracefully (stop accepting, let in-flight requests finish,
-close WebSocket sessions with 1001, within shutdown_timeout). `serve(config)` runs one until
-SIGTERM/SIGINT.
+socket and starts the probes; `reload(config)` swaps in a new configuration without dropping
+connections; `await stop()` shuts down gracefully (stop accepting, let in-flight requests finish,
+close WebSocket sessions with 1001 — after `connection_draining` seconds where a backend asks for
+it — within the deadlines). `serve(config)` runs one until SIGTERM/SIGINT, reloading on SIGHUP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Any
+from typing import Any, Callable
 
-from fastgw import handshake, log
-from fastgw.backends import Backend
+from fastgw import admin, handshake, log
+from fastgw.backends import DRAINING, Backend, Endpoint
 from fastgw.config import Config
 from fastgw.downstream import ClientConnection, State
-from fastgw.errors import HandshakeError
+from fastgw.errors import ConfigError, HandshakeError
+from fastgw.health import HealthChecker, probe_for, set_state
 from fastgw.http1 import RequestHead
 from fastgw.listener import bind_socket
 from fastgw.local import LocalAnswer, redirect_location
@@ -25,53 +27,68 @@ from fastgw.routing import Router
 from fastgw.wsproxy import WebSocketExchange
 
 
+def backend_pairs(config: Config) -> list[tuple[str, str]]:
+    """Every (pool, settings) pair some rule sends traffic to, in file order."""
+    pairs: list[tuple[str, str]] = []
+    for rule in config.rules:
+        candidates = [(rule.backend_pool, rule.backend_settings)]
+        candidates += [(p.backend_pool, p.backend_settings) for p in rule.paths]
+        for pool, settings in candidates:
+            if pool is not None and settings is not None and (pool, settings) not in pairs:
+                pairs.append((pool, settings))
+    return pairs
+
+
 class Gateway:
-    def __init__(self, config: Config, *, sockets: dict | None = None):
+    def __init__(self, config: Config, *, sockets: dict | None = None, tls: Any = None):
         self.loop = asyncio.get_running_loop()
         self.config = config
         self.router = Router(config)
-        self.backends: dict[tuple[str, str], Backend] = {}
-        self._build_backends(config)
+        self.backends: dict[tuple[str, str], Backend] = {
+            (pool, settings): Backend(config.pool(pool), config.settings(settings))
+            for pool, settings in backend_pairs(config)}
+        self.draining: dict[Endpoint, asyncio.TimerHandle | None] = {}
         self.connections: set[ClientConnection] = set()
-        self.servers: list[asyncio.AbstractServer] = []
+        self.sessions: set = set()
+        self.servers: dict[tuple[str, int], asyncio.AbstractServer] = {}
+        self.admin_server: asyncio.AbstractServer | None = None
         self.presockets = sockets or {}  # (bind, port) -> socket bound by a supervisor
+        self.health = HealthChecker(self)
         self.stopping = False
         self.stopped = asyncio.Event()
-
-    def _build_backends(self, config: Config) -> None:
-        for rule in config.rules:
-            pairs = [(rule.backend_pool, rule.backend_settings)]
-            pairs += [(p.backend_pool, p.backend_settings) for p in rule.paths]
-            for pool, settings in pairs:
-                if pool is not None and settings is not None and (pool, settings) not in self.backends:
-                    self.backends[(pool, settings)] = Backend(config.pool(pool), config.settings(settings))
+        self.tls = tls  # fastgw.tls.TlsManager, set by start() when https is configured
+        self.metrics: Any = None
+        self.on_session_end: list[Callable[[Any, dict], None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self._open_listeners()
+        if self.config.gateway.admin is not None:
+            host, port = self.config.gateway.admin
+            self.admin_server = await admin.start(self, host, port, self.presockets.get("admin"))
+            log.event(log.INFO, "admin_listening", address=f"{host}:{port}")
+        self.health.start()
+
+    async def _open_listeners(self) -> None:
         reuse_port = self.config.gateway.workers > 1
         for key in self.router.socket_keys():
+            if key in self.servers:
+                continue
             bind, port = key
-            listener = self.router.listener_for(key, None) or next(
-                x for x in self.config.listeners if (x.bind, x.port) == key)
-            tls = listener.protocol == "https"
+            tls = self._socket_protocol(key) == "https"
             sock = self.presockets.get(key) or bind_socket(bind, port, reuse_port=reuse_port)
             ssl_ctx = self.listener_tls(key) if tls else None
             server = await self.loop.create_server(
                 lambda key=key, tls=tls: ClientConnection(self, key, tls),
                 sock=sock, ssl=ssl_ctx, backlog=2048)
-            self.servers.append(server)
+            self.servers[key] = server
             log.event(log.INFO, "listening", address=f"{bind}:{port}",
                       protocol="https" if tls else "http",
                       listeners=[x.name for x in self.config.listeners if (x.bind, x.port) == key])
 
-    def bound_port(self, key: tuple[str, int]) -> int:
-        for server in self.servers:
-            for sock in server.sockets:
-                name = sock.getsockname()
-                if name[1] == key[1]:
-                    return name[1]
-        raise KeyError(key)
+    def _socket_protocol(self, key: tuple[str, int]) -> str:
+        return next(x.protocol for x in self.config.listeners if (x.bind, x.port) == key)
 
     async def stop(self) -> None:
         """Graceful shutdown: see the module docstring."""
@@ -79,11 +96,25 @@ class Gateway:
             await self.stopped.wait()
             return
         self.stopping = True
-        for server in self.servers:
+        for server in self.servers.values():
             server.close()
-        deadline = self.loop.time() + self.config.gateway.shutdown_timeout
+        self.health.stop()
+        gw = self.config.gateway
+        longest_drain = 0.0
         for conn in list(self.connections):
-            self._wind_down(conn)
+            if conn.state == State.RELAYING and conn.upgrade_exchange is not None:
+                drain = conn.upgrade_exchange.exchange.backend.settings.connection_draining
+                longest_drain = max(longest_drain, drain)
+                if drain > 0:
+                    self.loop.call_later(drain, conn.upgrade_exchange.shutdown)
+                else:
+                    conn.upgrade_exchange.shutdown()
+            elif conn.queue:
+                for ex in conn.queue:
+                    ex.keep_client = False  # finish what is in flight, then close
+            elif conn.state < State.CLOSING:
+                conn.close()
+        deadline = self.loop.time() + max(gw.shutdown_timeout, longest_drain + gw.close_timeout)
         while self.connections and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
@@ -92,17 +123,64 @@ class Gateway:
         for backend in self.backends.values():
             for ep in backend.endpoints:
                 ep.close_idle()
+        if self.admin_server is not None:
+            self.admin_server.close()
         self.stopped.set()
         log.event(log.INFO, "stopped")
 
-    def _wind_down(self, conn: ClientConnection) -> None:
-        if conn.state == State.RELAYING and conn.upgrade_exchange is not None:
-            conn.upgrade_exchange.shutdown()
-        elif conn.queue:
-            for ex in conn.queue:
-                ex.keep_client = False
-        elif conn.state < State.CLOSING:
-            conn.close()
+    # -- reload (SIGHUP) -------------------------------------------------------------------
+
+    async def reload(self, new: Config) -> None:
+        """Serve `new` from now on. Connections, sessions and the health of servers that are
+        still configured are kept; servers no longer configured drain."""
+        old_keys = set(self.router.socket_keys())
+        self.config = new
+        self.router = Router(new)
+        backends: dict[tuple[str, str], Backend] = {}
+        removed: list[Endpoint] = []
+        for pool, settings in backend_pairs(new):
+            backend = self.backends.get((pool, settings))
+            if backend is None:
+                backend = Backend(new.pool(pool), new.settings(settings))
+            else:
+                backend.pool, backend.settings = new.pool(pool), new.settings(settings)
+                removed += backend.set_servers(backend.pool.servers, keep=backend.endpoints)
+            backends[(pool, settings)] = backend
+        for key, backend in self.backends.items():
+            if key not in backends:
+                removed += backend.endpoints
+        self.backends = backends
+        for endpoint in removed:
+            self.drain(endpoint)
+        self.health.restart()
+        if self.tls is not None:
+            self.tls.reload(new)
+        new_keys = set(self.router.socket_keys())
+        for key in old_keys - new_keys:
+            server = self.servers.pop(key, None)
+            if server is not None:
+                server.close()
+        await self._open_listeners()
+        log.event(log.INFO, "reloaded", config=new.source, removed_servers=[e.name for e in removed])
+
+    def drain(self, endpoint: Endpoint) -> None:
+        """A server left its pool: no new traffic; its WebSocket sessions get Close 1001 after
+        the settings' connection_draining seconds (at once when draining is off)."""
+        set_state(endpoint, DRAINING, "removed from the pool")
+        seconds = endpoint.backend.settings.connection_draining
+        if seconds > 0:
+            self.draining[endpoint] = self.loop.call_later(seconds, self._drained, endpoint)
+        else:
+            self._drained(endpoint)
+
+    def _drained(self, endpoint: Endpoint) -> None:
+        self.draining.pop(endpoint, None)
+        for session in list(self.sessions):
+            if session.endpoint is endpoint:
+                session.close(1001, "server removed from the pool")
+
+    def draining_endpoints(self, backend: Backend) -> list[Endpoint]:
+        return [ep for ep in self.draining if ep.backend is backend]
 
     # -- connections and exchanges ---------------------------------------------------------
 
@@ -153,24 +231,54 @@ class Gateway:
         return WebSocketExchange(client, head, route, backend, offer)
 
     def session_started(self, session) -> None:
-        pass
+        self.sessions.add(session)
 
     def session_ended(self, session, fields: dict) -> None:
+        self.sessions.discard(session)
         self.connections.discard(session.client)
+        for callback in self.on_session_end:
+            callback(session, fields)
 
-    # -- hooks for TLS, metrics and logs (filled in by their modules) ---------------------
+    def endpoint_failed(self, endpoint: Endpoint, reason: str) -> None:
+        """A connect failure counts like a failed probe (passive health)."""
+        log.event(log.WARNING, "server_failed", pool=endpoint.backend.pool.name,
+                  settings=endpoint.backend.settings.name, server=endpoint.name, cause=reason)
+        endpoint.consecutive_failures += 1
+        endpoint.last_reason = reason
+        probe = probe_for(endpoint.backend, {p.name: p for p in self.config.probes})
+        if endpoint.state == "healthy" and endpoint.consecutive_failures >= probe.unhealthy_threshold:
+            set_state(endpoint, "unhealthy", reason)
+
+    # -- hooks for TLS, metrics and logs ---------------------------------------------------
 
     def listener_tls(self, key: tuple[str, int]):
-        raise NotImplementedError("https listeners")
+        if self.tls is None:
+            from fastgw.tls import TlsManager
+            self.tls = TlsManager(self.config)
+        return self.tls.server_context(key)
 
     def upstream_tls(self, backend: Backend):
-        return None, None
+        if backend.settings.protocol != "https":
+            return None, None
+        if self.tls is None:
+            from fastgw.tls import TlsManager
+            self.tls = TlsManager(self.config)
+        return self.tls.client_context(backend.settings), backend.settings.host_name or None
+
+    def probe_tls(self, backend: Backend, probe) -> tuple:
+        if probe.protocol != "https":
+            return None, None
+        if self.tls is None:
+            from fastgw.tls import TlsManager
+            self.tls = TlsManager(self.config)
+        sni = probe.host or backend.settings.host_name or None
+        return self.tls.client_context(backend.settings), sni
 
     def request_extra(self, exchange) -> tuple:
         return ()
 
     def response_extra(self, exchange) -> tuple:
-        return ()
+        return exchange.affinity_cookies()
 
     def count_upstream_error(self, exchange, error) -> None:
         pass
@@ -181,19 +289,21 @@ class Gateway:
     def count_local(self, answer) -> None:
         pass
 
-    def endpoint_failed(self, endpoint, reason: str) -> None:
-        log.event(log.WARNING, "server_failed", pool=endpoint.backend.pool.name,
-                  settings=endpoint.backend.settings.name, server=endpoint.name, cause=reason)
+    def count_probe(self, endpoint: Endpoint, ok: bool) -> None:
+        pass
 
 
-async def serve(config: Config, *, ready: asyncio.Event | None = None) -> int:
-    """Run a gateway until SIGTERM or SIGINT; return the exit status."""
+async def serve(config: Config, *, reload_from: str | None = None,
+                ready: asyncio.Event | None = None) -> int:
+    """Run a gateway until SIGTERM or SIGINT; SIGHUP re-reads `reload_from`. Exit status."""
     gateway = Gateway(config)
     await gateway.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if reload_from is not None:
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(gateway, reload_from)))
     if ready is not None:
         ready.set()
     log.event(log.INFO, "started", config=config.source)
@@ -203,15 +313,28 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> int:
     return 0
 
 
+async def _reload(gateway: Gateway, path: str) -> None:
+    from fastgw.cli import load_checked
+    try:
+        new = load_checked(path)
+    except ConfigError as exc:
+        # The same messages as `fastgw check`; the running configuration stays.
+        for file, key, reason in exc.problems:
+            log.event(log.ERROR, "reload_refused", problem=f"{file}:{key}: {reason}")
+        return
+    try:
+        await gateway.reload(new)
+    except Exception as exc:  # e.g. a new port that cannot be bound
+        log.event(log.ERROR, "reload_failed", error=str(exc))
 
 
-def run(config: Config) -> int:
+def run(config: Config, reload_from: str | None = None) -> int:
     """Run the gateway in this process on uvloop until it is told to stop; the exit status."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; this is for odd platforms
-        return asyncio.run(serve(config))
+        return asyncio.run(serve(config, reload_from=reload_from))
     if hasattr(uvloop, "run"):
-        return uvloop.run(serve(config))
+        return uvloop.run(serve(config, reload_from=reload_from))
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # pragma: no cover - uvloop < 0.18
-    return asyncio.run(serve(config))  # pragma: no cover
+    return asyncio.run(serve(config, reload_from=reload_from))  # pragma: no cover

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from fastgw import balancer, http1, log
+from fastgw import affinity, balancer, http1, log
 from fastgw.errors import UpstreamError
 from fastgw.timeouts import Deadline
 from fastgw.upstream import UpstreamConnection, connect
@@ -44,7 +44,7 @@ class HttpExchange:
                  "body", "body_bytes", "request_done", "resp_headers", "resp_reason",
                  "framing", "keep_client", "deadline", "tried", "retry_ok", "started",
                  "upstream_started", "status", "sent_bytes", "received_bytes", "connect_task",
-                 "client_paused_by_us", "response_head", "last_error")
+                 "client_paused_by_us", "response_head", "last_error", "affinity")
 
     def __init__(self, client: "ClientConnection", head: http1.RequestHead, route: "Route",
                  backend: "Backend"):
@@ -70,6 +70,9 @@ class HttpExchange:
         # again on a fresh one when repeating it is harmless: idempotent and without a body.
         self.retry_ok = head.method in http1.IDEMPOTENT and not head.has_body
         self.last_error: UpstreamError | None = None
+        settings = backend.settings
+        self.affinity = (affinity.requested(head.headers, settings.affinity_cookie_name)
+                         if settings.cookie_affinity else None)
         self.started = 0.0
         self.upstream_started = 0.0
         self.status = 0
@@ -88,7 +91,8 @@ class HttpExchange:
         self._dispatch()
 
     def _dispatch(self) -> None:
-        endpoint = balancer.pick(self.backend, self.tried)
+        preferred = self.backend.by_affinity.get(self.affinity) if self.affinity else None
+        endpoint = balancer.pick(self.backend, self.tried, preferred)
         if endpoint is None:
             if not self.backend.endpoints:
                 self.fail(UpstreamError(503, "backend pool has no servers"))
@@ -178,6 +182,14 @@ class HttpExchange:
         return http1.forward_request_head(
             self.head, host=host, client_ip=client.peer_ip, proto=client.proto,
             port=client.port_bytes, upgrade=upgrade, extra=client.gateway.request_extra(self))
+
+    def affinity_cookies(self) -> tuple:
+        """Set-Cookie headers when this response pins (or re-pins) the client to a server."""
+        endpoint = self.endpoint
+        settings = self.backend.settings
+        if not settings.cookie_affinity or endpoint is None or endpoint.affinity_id == self.affinity:
+            return ()
+        return affinity.set_cookies(settings.affinity_cookie_name, endpoint.affinity_id)
 
     def request_body(self, data: bytes) -> None:
         """A piece of the request body arrived from the client."""

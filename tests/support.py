@@ -127,6 +127,8 @@ class AiohttpBackend:
         self.lt = LoopThread()
         self.requests: list[dict] = []
         self.ws_sessions = 0
+        self.healthy = True  # GET / answers 500 when False (for health probe tests)
+        self.probes = 0
         self.lt.call(self._start())
 
     async def _start(self) -> None:
@@ -149,6 +151,11 @@ class AiohttpBackend:
                               "headers": dict(request.headers)})
 
     async def default(self, request: web.Request) -> web.Response:
+        if request.headers.get("User-Agent") == "fastgw-probe":
+            self.probes += 1
+            if request.path == "/" and not self.healthy:
+                return web.Response(status=500, text="unhealthy")
+            return web.Response(text=f"healthy {self.name}")
         self._record(request)
         body = await request.read()
         return web.json_response({"server": self.name, "method": request.method,
@@ -216,6 +223,8 @@ class AiohttpBackend:
         return ws
 
     def stop(self) -> None:
+        if not self.lt.loop.is_running():
+            return  # stopped already
         with contextlib.suppress(Exception):
             self.lt.call(self.runner.cleanup(), timeout=10)
         self.lt.stop()

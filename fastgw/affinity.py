@@ -1,0 +1,40 @@
+"""Cookie-based session affinity, as the cloud application gateway does it.
+
+With `cookie_affinity = true` the gateway answers a request it routed freely with two cookies:
+`<name>=<id>; Path=/` and `<name>CORS=<id>; Path=/; SameSite=None; Secure` (the twin that
+cross-site requests and WebSocket handshakes from other origins still carry). The id names the
+server without revealing its address: a hash of pool, settings and address, the same on every
+gateway instance, so many instances behind one load balancer keep a client on one server. A later
+request (or WebSocket handshake) carrying either cookie goes to that server while it is healthy;
+otherwise to another one, and the cookies are replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from fastgw.backends import Backend, Endpoint
+
+
+def server_id(backend: Backend, endpoint: Endpoint) -> str:
+    digest = hashlib.sha256(
+        f"fastgw-affinity\0{backend.pool.name}\0{backend.settings.name}\0{endpoint.name}".encode())
+    return digest.hexdigest()[:32]
+
+
+def requested(headers: list, name: str) -> str | None:
+    """The affinity id a request carries in `name` or `nameCORS`, if any."""
+    wanted = (name.encode(), name.encode() + b"CORS")
+    for key, value in headers:
+        if key.lower() != b"cookie":
+            continue
+        for part in value.split(b";"):
+            cname, sep, cvalue = part.strip().partition(b"=")
+            if sep and cname in wanted and cvalue:
+                return cvalue.strip(b'"').decode("latin-1")
+    return None
+
+
+def set_cookies(name: str, value: str) -> tuple[tuple[bytes, bytes], ...]:
+    return ((b"Set-Cookie", f"{name}={value}; Path=/".encode()),
+            (b"Set-Cookie", f"{name}CORS={value}; Path=/; SameSite=None; Secure".encode()))
