@@ -1,0 +1,38 @@
+"""Shared fixtures. `impl` runs a test on both frame engines: the Cython module ("c") and its
+pure-Python twin ("py") -- DESIGN.md section 3.1."""
+
+import importlib
+import os
+
+import pytest
+
+_NO_EXT = os.environ.get("FASTGW_NO_EXTENSIONS") == "1"
+_REQUIRE_EXT = os.environ.get("FASTGW_REQUIRE_EXTENSIONS") == "1"
+
+
+def _c_module():
+    try:
+        return importlib.import_module("fastgw._frames")
+    except ImportError as exc:
+        if _REQUIRE_EXT:
+            pytest.fail(f"FASTGW_REQUIRE_EXTENSIONS=1 but fastgw._frames cannot be imported: {exc}")
+        pytest.skip(
+            f"!!! fastgw._frames (the C extension) is NOT BUILT -- only the twin was tested: {exc}. "
+            "Build it with `python setup.py build_ext --inplace`."
+        )
+
+
+@pytest.fixture(params=["py"] if _NO_EXT else ["c", "py"])
+def impl(request):
+    """The module fastgw._frames (id "c") or fastgw._frames_py (id "py")."""
+    if request.param == "py":
+        return importlib.import_module("fastgw._frames_py")
+    return _c_module()
+
+
+@pytest.fixture
+def c_module():
+    """fastgw._frames alone, for what only the C module promises (or compares twins)."""
+    if _NO_EXT:
+        pytest.skip("FASTGW_NO_EXTENSIONS=1: the C module is not in use")
+    return _c_module()
