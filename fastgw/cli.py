@@ -52,12 +52,16 @@ def _version() -> str:
 
 def load_checked(path: str):
     """Load a config and run every check that needs the outside world; raise ConfigError."""
+    import dataclasses
+
     from fastgw import config as config_mod
     from fastgw import preflight
     cfg = config_mod.load(path)
-    problems = preflight.check(cfg)
+    problems, warnings = preflight.check(cfg)
     if problems:
         raise ConfigError(problems)
+    if warnings:
+        cfg = dataclasses.replace(cfg, warnings=cfg.warnings + tuple(warnings))
     return cfg
 
 

@@ -1,14 +1,17 @@
-"""Checks of a configuration against the outside world, for `fastgw check` and startup.
+"""Checks of a configuration against the outside world, for `fastgw check`, startup and reload.
 
 config.py validates the file itself; this module looks at what the file points to: certificate
-and key files (readable, parseable, matching), CA bundles, WAF rule sets. Each problem is
-(file, key path, reason), like a ConfigError's.
+and key files (readable, PEM, matching, not encrypted without a passphrase; expired is only a
+warning), CA bundles, and the WAF's rule sets. Problems are (file, key path, reason), like a
+ConfigError's; warnings are printed lines.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 
+from fastgw import tls
 from fastgw.config import Config
 
 
@@ -25,20 +28,59 @@ def _readable(path: str) -> str | None:
     return None
 
 
-def check(cfg: Config) -> list[tuple[str, str, str]]:
+def check(cfg: Config) -> tuple[list[tuple[str, str, str]], list[str]]:
     problems: list[tuple[str, str, str]] = []
+    warnings: list[str] = []
     src = cfg.source
     for i, lst in enumerate(cfg.listeners):
         if lst.protocol != "https":
             continue
+        unreadable = False
         for key in ("certificate", "private_key"):
-            path = getattr(lst, key)
-            why = _readable(path) if path else None
+            why = _readable(getattr(lst, key))
             if why:
                 problems.append((src, f"listeners[{i}].{key}", why))
+                unreadable = True
+        if unreadable:
+            continue
+        try:
+            tls.listener_context(lst)
+        except tls.TlsConfigError as exc:
+            problems.append((src, f"listeners[{i}].{exc.key}", exc.reason))
+            continue
+        expired = tls.expiry_warning(lst.certificate)
+        if expired:
+            warnings.append(f"{src}:listeners[{i}].certificate: warning: {expired}")
     for i, s in enumerate(cfg.backend_settings):
-        if s.trusted_root_certificate:
-            why = _readable(s.trusted_root_certificate)
-            if why:
-                problems.append((src, f"backend_settings[{i}].trusted_root_certificate", why))
+        if not s.trusted_root_certificate:
+            continue
+        key = f"backend_settings[{i}].trusted_root_certificate"
+        why = _readable(s.trusted_root_certificate)
+        if why:
+            problems.append((src, key, why))
+            continue
+        try:
+            ssl.create_default_context(cafile=s.trusted_root_certificate)
+        except ssl.SSLError as exc:
+            problems.append((src, key, f"{s.trusted_root_certificate}: not a PEM CA bundle "
+                             f"({exc.reason or exc})"))
+    problems += waf_problems(cfg)
+    return problems, warnings
+
+
+def waf_problems(cfg: Config) -> list[tuple[str, str, str]]:
+    """The WAF's own checks (rule files parse, the binding is installed), for each policy in use."""
+    policies = []
+    if cfg.waf.mode != "off":
+        policies.append(("waf", cfg.waf))
+    for i, lst in enumerate(cfg.listeners):
+        if lst.waf is not None and lst.waf.mode != "off":
+            policies.append((f"listeners[{i}].waf", lst.waf))
+    if not policies:
+        return []
+    from fastgw import waf
+    problems = []
+    for prefix, policy in policies:
+        for key, reason in waf.check(policy, key=prefix):
+            problems.append((cfg.source, key, reason))
     return problems

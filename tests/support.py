@@ -121,9 +121,10 @@ backend_settings = "settings"
 class AiohttpBackend:
     """A real HTTP/1.1 + WebSocket server (aiohttp) with the endpoints tests need."""
 
-    def __init__(self, name: str = "backend", port: int | None = None):
+    def __init__(self, name: str = "backend", port: int | None = None, ssl_context=None):
         self.name = name
         self.port = port or free_port()
+        self.ssl_context = ssl_context
         self.lt = LoopThread()
         self.requests: list[dict] = []
         self.ws_sessions = 0
@@ -143,7 +144,8 @@ class AiohttpBackend:
         app.router.add_route("*", "/{tail:.*}", self.default)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
-        self.site = web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True)
+        self.site = web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True,
+                                ssl_context=self.ssl_context)
         await self.site.start()
 
     def _record(self, request: web.Request) -> None:
@@ -159,7 +161,9 @@ class AiohttpBackend:
         self._record(request)
         body = await request.read()
         return web.json_response({"server": self.name, "method": request.method,
-                                  "path": request.path_qs, "body_len": len(body)},
+                                  "path": request.path_qs, "body_len": len(body),
+                                  "proto": request.headers.get("X-Forwarded-Proto"),
+                                  "tls": request.secure},
                                  headers={"X-Server": self.name})
 
     async def echo(self, request: web.Request) -> web.StreamResponse:
