@@ -60,12 +60,16 @@ class FrameScanner:
     report_messages: also report message starts and ends in `events` (off on the hot path).
     """
 
-    masked: bool
-    allow_rsv1: bool
-    max_frame_size: int
-    max_message_size: int
-    report_messages: bool
-
+    @property
+    def masked(self) -> bool: ...
+    @property
+    def allow_rsv1(self) -> bool: ...
+    @property
+    def max_frame_size(self) -> int: ...
+    @property
+    def max_message_size(self) -> int: ...
+    @property
+    def report_messages(self) -> bool: ...
     def __init__(
         self,
         *,
@@ -198,7 +202,16 @@ class Pump:
 
     All pumps of a thread read into one shared 256 KiB arena; a pump keeps only its held tail
     (an incomplete header or control frame, < 144 bytes) between reads. An arena that a transport
-    or session still holds a view of is never read into again (DESIGN.md section 4).
+    may still hold a view of is never read into again (DESIGN.md section 4): the C module counts
+    the arena's buffer exports, the twin looks at the sink's and transport's write buffers. So
+    the `data` a session gets is valid during the callback only: copy what you keep, and write
+    views of it only to pump.sink or pump.transport. While the sink is queueing (its write buffer
+    is not empty) the pump hands it exact-size copies, so a slow peer pins at most one arena;
+    pause_writing/resume_writing bound the rest.
+
+    A FrameError ends the stream: the session gets on_frame_error, forwarding stops, and later
+    input is counted (bytes_in) but dropped. Bytes after a Close frame are reported the same way
+    (FrameError 1002 "data after close frame", offset 0 into the `data` given with it).
 
     uvloop treats any object with get_buffer/buffer_updated as a buffered protocol; loops that
     require an asyncio.BufferedProtocol subclass (the default asyncio loop) call data_received.

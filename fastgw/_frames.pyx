@@ -605,16 +605,22 @@ def build_close(code=None, reason="", *, mask=False):
 cdef extern from *:
     """
     #include <time.h>
-    /* The clock of time.monotonic(): PyTime_MonotonicRaw on 3.13+; before that CLOCK_MONOTONIC
-       (Linux and the BSDs, what CPython uses) or, on macOS, CLOCK_UPTIME_RAW (the same clock as
-       the mach_absolute_time() that CPython uses there). -1.0: fall back to time.monotonic(). */
+    #if defined(__APPLE__)
+    #include <mach/mach_time.h>
+    #endif
+    /* The clock of time.monotonic(), read without a Python call: PyTime_MonotonicRaw() on
+       3.13+; before that what CPython itself reads: mach_absolute_time() on macOS,
+       clock_gettime(CLOCK_MONOTONIC) elsewhere (Linux, the BSDs). -1.0 means "no such clock
+       here": the caller falls back to time.monotonic(). */
     static double fastgw_monotonic(void) {
     #if PY_VERSION_HEX >= 0x030D0000
         PyTime_t t;
         if (PyTime_MonotonicRaw(&t) == 0) return (double)t * 1e-9;
         return -1.0;
-    #elif defined(__APPLE__) && defined(CLOCK_UPTIME_RAW)
-        return (double)clock_gettime_nsec_np(CLOCK_UPTIME_RAW) * 1e-9;
+    #elif defined(__APPLE__)
+        static mach_timebase_info_data_t timebase;
+        if (timebase.denom == 0 && mach_timebase_info(&timebase) != KERN_SUCCESS) return -1.0;
+        return (double)mach_absolute_time() * timebase.numer / timebase.denom * 1e-9;
     #elif defined(CLOCK_MONOTONIC)
         struct timespec ts;
         if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0)

@@ -78,6 +78,9 @@ class ClientConnection(asyncio.Protocol):
         self.requests = 0
         self.upgrade_exchange: Any = None
         self.refused = False  # an unacceptable request was seen: parse nothing after it
+        self.request_started = 0.0
+        self.sent = 0  # bytes written to the client (access log sentBytes)
+        self.tls_info: tuple[str, str] | None = None  # (protocol version, cipher) on https
 
     # -- asyncio protocol ------------------------------------------------------------------
 
@@ -92,6 +95,11 @@ class ClientConnection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:  # pragma: no cover
                 pass
+        if self.proto == b"https":
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None:
+                cipher = ssl_object.cipher()
+                self.tls_info = (ssl_object.version() or "", cipher[0] if cipher else "")
         self.gateway.connection_opened(self)
         self.deadline.set_in(self.gateway.config.gateway.header_timeout)
 
@@ -136,8 +144,11 @@ class ClientConnection(asyncio.Protocol):
         self.state = State.CLOSED
         self.deadline.cancel()
         queue, self.queue = self.queue, deque()
-        for ex in queue:
+        for i, ex in enumerate(queue):
             ex.client_lost()
+            if i == 0 and getattr(ex, "started", 0):
+                # The client left while its request was being answered (nginx logs 499).
+                self.gateway.exchange_finished(self, ex, error="client closed the connection")
         if self.upgrade_exchange is not None:
             self.upgrade_exchange.client_lost()
             self.upgrade_exchange = None
@@ -163,6 +174,7 @@ class ClientConnection(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.request_started = self.loop.time()
         self.in_head = True
         self.head_bytes = 0
         self.pending_head = 0
@@ -188,6 +200,8 @@ class ClientConnection(asyncio.Protocol):
         parser = self.parser
         head = http1.RequestHead(parser.get_method(), self.url, parser.get_http_version(),
                                  self.headers)
+        head.t0 = self.request_started
+        head.size = self.head_bytes + len(head.method) + 13
         self.headers = []
         self.requests += 1
         http1.analyse_request(head, self.gateway.config.gateway.max_header_size)
@@ -220,6 +234,7 @@ class ClientConnection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if self.state != State.CLOSED:
+            self.sent += len(data)
             self.transport.write(data)
 
     def exchange_done(self, ex) -> None:
@@ -227,6 +242,7 @@ class ClientConnection(asyncio.Protocol):
         if not self.queue or self.queue[0] is not ex:
             return
         self.queue.popleft()
+        self.gateway.exchange_finished(self, ex)
         if self.state >= State.CLOSING:
             return
         if not ex.keep_client:
@@ -243,6 +259,7 @@ class ClientConnection(asyncio.Protocol):
         """`ex` (the head of the queue) switched protocols: the session owns the transport now."""
         if self.queue and self.queue[0] is ex:
             self.queue.popleft()
+        self.gateway.exchange_finished(self, ex)
         self.state = State.RELAYING
         self.upgrade_exchange = session
         self.deadline.cancel()
@@ -250,6 +267,9 @@ class ClientConnection(asyncio.Protocol):
 
     def abort_exchange(self, ex) -> None:
         """A response broke off midway: closing is the only signal the client can read."""
+        if self.queue and self.queue[0] is ex:
+            self.queue.popleft()
+            self.gateway.exchange_finished(self, ex, error="response broken off")
         self.close()
 
     def pause_reading_for(self, reason: object) -> None:
@@ -273,7 +293,6 @@ class ClientConnection(asyncio.Protocol):
         self.parsing = None
         log.event(log.INFO, "request_refused", status=status, reason=reason, client=self.peer_ip,
                   listener_port=self.socket_key[1])
-        self.gateway.count_refused(self, status)
         answer = LocalAnswer(self, None, status, f"{status} {http1.REASONS.get(status, '')}\n"
                              f"{reason}\n", headers=headers, keep=False)
         self.queue.append(answer)

@@ -13,7 +13,8 @@ import asyncio
 import signal
 from typing import Any, Callable
 
-from fastgw import admin, handshake, log
+from fastgw import accesslog, admin, handshake, log
+from fastgw.accesslog import AccessLog
 from fastgw.backends import DRAINING, Backend, Endpoint
 from fastgw.config import Config
 from fastgw.downstream import ClientConnection, State
@@ -21,6 +22,7 @@ from fastgw.errors import ConfigError, HandshakeError
 from fastgw.health import HealthChecker, probe_for, set_state
 from fastgw.http1 import RequestHead
 from fastgw.listener import bind_socket
+from fastgw.metrics import Metrics, Stats, close_code_label, status_class
 from fastgw.local import LocalAnswer, redirect_location
 from fastgw.proxy import HttpExchange
 from fastgw.routing import Router
@@ -57,8 +59,11 @@ class Gateway:
         self.stopping = False
         self.stopped = asyncio.Event()
         self.tls = tls  # fastgw.tls.TlsManager, set by start() when https is configured
-        self.metrics: Any = None
-        self.on_session_end: list[Callable[[Any, dict], None]] = []
+        self.stats = Stats()
+        self.metrics = Metrics(self)
+        access = config.gateway.access_log
+        self.access_log = AccessLog(access) if access != "off" else None
+        self.on_session_end: list[Callable[[Any, dict], None]] = [self._session_ended]
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -69,6 +74,7 @@ class Gateway:
             self.admin_server = await admin.start(self, host, port, self.presockets.get("admin"))
             log.event(log.INFO, "admin_listening", address=f"{host}:{port}")
         self.health.start()
+        self.metrics.start()
 
     async def _open_listeners(self) -> None:
         reuse_port = self.config.gateway.workers > 1
@@ -125,6 +131,9 @@ class Gateway:
                 ep.close_idle()
         if self.admin_server is not None:
             self.admin_server.close()
+        self.metrics.stop()
+        if self.access_log is not None:
+            self.access_log.close()
         self.stopped.set()
         log.event(log.INFO, "stopped")
 
@@ -155,6 +164,13 @@ class Gateway:
         self.health.restart()
         if self.tls is not None:
             self.tls.reload(new)
+        if self.access_log is not None and self.access_log.destination == new.gateway.access_log:
+            self.access_log.reopen()
+        elif self.access_log is not None or new.gateway.access_log != "off":
+            if self.access_log is not None:
+                self.access_log.close()
+            access = new.gateway.access_log
+            self.access_log = AccessLog(access) if access != "off" else None
         new_keys = set(self.router.socket_keys())
         for key in old_keys - new_keys:
             server = self.servers.pop(key, None)
@@ -216,7 +232,6 @@ class Gateway:
         except HandshakeError as exc:
             log.event(log.INFO, "handshake_refused", status=exc.status, reason=exc.reason,
                       client=client.peer_ip)
-            self.count_refused(client, exc.status)
             return LocalAnswer(client, head, exc.status, f"{exc.status} {exc.reason}\n",
                                headers=exc.headers, keep=False)
         route = self._route(client, head)
@@ -232,6 +247,7 @@ class Gateway:
 
     def session_started(self, session) -> None:
         self.sessions.add(session)
+        self.stats.sessions[(session.route.rule.name, session.endpoint.backend.pool.name)] += 1
 
     def session_ended(self, session, fields: dict) -> None:
         self.sessions.discard(session)
@@ -275,22 +291,105 @@ class Gateway:
         return self.tls.client_context(backend.settings), sni
 
     def request_extra(self, exchange) -> tuple:
+        if exchange.head.request_id is None:
+            return ((b"X-Request-Id", exchange.request_id),)
         return ()
 
     def response_extra(self, exchange) -> tuple:
         return exchange.affinity_cookies()
 
-    def count_upstream_error(self, exchange, error) -> None:
-        pass
-
-    def count_refused(self, client, status: int) -> None:
-        pass
-
-    def count_local(self, answer) -> None:
-        pass
-
     def count_probe(self, endpoint: Endpoint, ok: bool) -> None:
-        pass
+        backend = endpoint.backend
+        self.stats.probes[(backend.pool.name, backend.settings.name, "ok" if ok else "fail")] += 1
+
+    # -- the access log and the counters behind the metrics -------------------------------
+
+    def exchange_finished(self, client: ClientConnection, ex, error: str = "") -> None:
+        """Every answered request and handshake passes here once (ClientConnection calls it)."""
+        head = ex.head
+        route = ex.route
+        status = ex.status if not error else (ex.status or 499)
+        listener = self.router.listener_for(client.socket_key, head.host.decode("latin-1")
+                                            if head is not None and head.host else None)
+        listener_name = listener.name if listener is not None else ""
+        rule_name = route.rule.name if route is not None else ""
+        backend = ex.backend
+        pool = backend.pool.name if backend is not None else ""
+        stats = self.stats
+        stats.requests[(listener_name, rule_name, pool, status_class(status))] += 1
+        websocket = head is not None and isinstance(ex, WebSocketExchange)
+        if websocket:
+            outcome = ("101" if status == 101 else "timeout" if status == 504
+                       else status_class(status))
+            stats.upgrades[(outcome,)] += 1
+        if self.access_log is None:
+            return
+        now = self.loop.time()
+        endpoint = ex.endpoint
+        record = {
+            "timeStamp": accesslog.timestamp(),
+            "type": "websocket" if websocket else "request",
+            "clientIp": client.peer_ip,
+            "clientPort": client.peer_port,
+            "httpMethod": head.method.decode("latin-1") if head is not None else "",
+            "requestUri": head.original_url.decode("latin-1") if head is not None else "",
+            "userAgent": (head.header(b"user-agent") or b"").decode("latin-1") if head is not None else "",
+            "httpStatus": status,
+            "httpVersion": f"HTTP/{head.version}" if head is not None else "",
+            "receivedBytes": (head.size + ex.body_received) if head is not None else 0,
+            "sentBytes": client.sent - ex.sent_at_start,
+            "timeTaken": round(now - head.t0, 6) if head is not None and head.t0 else 0.0,
+            "sslEnabled": "on" if client.tls_info else "off",
+            "sslProtocol": client.tls_info[0] if client.tls_info else "",
+            "sslCipher": client.tls_info[1] if client.tls_info else "",
+            "host": self._backend_host(ex),
+            "originalHost": (head.host or b"").decode("latin-1") if head is not None else "",
+            "listenerName": listener_name,
+            "ruleName": rule_name,
+            "backendPoolName": pool,
+            "backendSettingName": backend.settings.name if backend is not None else "",
+            "serverRouted": endpoint.name if endpoint is not None else "",
+            "serverStatus": str(ex.status) if endpoint is not None and ex.server_latency is not None else "",
+            "serverResponseLatency": (round(ex.server_latency, 6) if ex.server_latency is not None
+                                      else None),
+            "transactionId": (ex.request_id.decode("latin-1") if getattr(ex, "request_id", None)
+                              else ""),
+            "error_info": error or ex.error,
+        }
+        self.access_log.write(record)
+
+    @staticmethod
+    def _backend_host(ex) -> str:
+        if ex.backend is not None and ex.backend.settings.host_name:
+            return ex.backend.settings.host_name
+        head = ex.head
+        return (head.host or b"").decode("latin-1") if head is not None else ""
+
+    def _session_ended(self, session, fields: dict) -> None:
+        stats = self.stats
+        stats.closes[(close_code_label(session.close_code), session.closed_by or "unknown")] += 1
+        for i, pump in enumerate(session.pumps):
+            stats.frames_closed[i] += pump.scanner.frames
+            stats.bytes_closed[i] += pump.scanner.bytes
+        stats.durations.append(fields["duration"])
+        if self.access_log is not None:
+            client = session.client
+            self.access_log.write({
+                "timeStamp": accesslog.timestamp(), "type": "session-end",
+                "clientIp": client.peer_ip, "clientPort": client.peer_port,
+                "requestUri": session.exchange.head.original_url.decode("latin-1"),
+                "listenerName": session.exchange.route.listener.name,
+                "ruleName": fields["rule"], "backendPoolName": fields["pool"],
+                "backendSettingName": session.exchange.backend.settings.name,
+                "serverRouted": fields["server"],
+                "transactionId": session.exchange.request_id.decode("latin-1"),
+                "duration": fields["duration"], "closeCode": fields["close_code"],
+                "closedBy": fields["closed_by"], "closeReason": fields["close_reason"],
+                "clientFrames": fields["client_frames"], "clientBytes": fields["client_bytes"],
+                "backendFrames": fields["backend_frames"], "backendBytes": fields["backend_bytes"],
+                "clientMessages": fields["client_messages"],
+                "backendMessages": fields["backend_messages"],
+            })
 
 
 async def serve(config: Config, *, reload_from: str | None = None,

@@ -39,7 +39,8 @@ class RequestHead:
     """A parsed request head. `headers` keep their original case and order."""
 
     __slots__ = ("method", "url", "version", "headers", "host", "content_length", "chunked",
-                 "keep_alive", "upgrade", "connection_tokens", "expect_continue")
+                 "keep_alive", "upgrade", "connection_tokens", "expect_continue", "t0", "size",
+                 "original_url", "request_id")
 
     def __init__(self, method: bytes, url: bytes, version: str, headers: list):
         self.method = method
@@ -53,6 +54,10 @@ class RequestHead:
         self.upgrade: bytes | None = None  # lower-cased Upgrade header value, if any
         self.connection_tokens: frozenset = frozenset()
         self.expect_continue = False
+        self.t0 = 0.0  # loop time of the request's first byte
+        self.size = 0  # bytes of the request head
+        self.original_url = url
+        self.request_id: bytes | None = None  # X-Request-Id as received
 
     @property
     def has_body(self) -> bool:
@@ -101,6 +106,8 @@ def analyse_request(head: RequestHead, max_header_size: int) -> None:
             head.upgrade = value.strip().lower()
         elif lname == b"expect":
             head.expect_continue = value.strip().lower() == b"100-continue"
+        elif lname == b"x-request-id":
+            head.request_id = value.strip()
     if content_lengths and transfer_encodings:
         raise RequestError(400, "both Content-Length and Transfer-Encoding")
     if len(content_lengths) > 1:

@@ -17,7 +17,8 @@ class LocalAnswer:
     """An exchange answered by the gateway itself; the request body is read and discarded."""
 
     __slots__ = ("client", "head", "status", "body", "headers", "keep_client", "request_done",
-                 "route", "backend")
+                 "route", "backend", "sent_at_start", "started", "error", "endpoint",
+                 "server_latency", "body_received")
 
     def __init__(self, client: "ClientConnection", head: http1.RequestHead | None, status: int,
                  body: str = "", *, headers: tuple = (), keep: bool = True, route=None):
@@ -30,6 +31,12 @@ class LocalAnswer:
         self.backend = None
         self.request_done = head is None or not head.has_body
         self.keep_client = keep and (head is None or head.keep_alive)
+        self.sent_at_start = 0
+        self.started = 0.0
+        self.error = body.splitlines()[-1] if status >= 400 and body else ""
+        self.endpoint = None
+        self.server_latency = None
+        self.body_received = 0
 
     def start(self) -> None:
         # A body still unread when we answer may never come (Expect: 100-continue), and then the
@@ -37,7 +44,8 @@ class LocalAnswer:
         if not self.request_done:
             self.keep_client = False
         head_only = self.head is not None and self.head.method == b"HEAD"
-        self.client.gateway.count_local(self)
+        self.sent_at_start = self.client.sent
+        self.started = self.client.loop.time()
         self.client.write(http1.simple_response(self.status, self.body, keep_alive=self.keep_client,
                                                 headers=self.headers, head_only=head_only))
         self.client.exchange_done(self)

@@ -15,6 +15,7 @@ RESPONDING (response head sent to the client) -> DONE. Failures before RESPONDIN
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import TYPE_CHECKING
 
 import httptools
@@ -44,7 +45,8 @@ class HttpExchange:
                  "body", "body_bytes", "request_done", "resp_headers", "resp_reason",
                  "framing", "keep_client", "deadline", "tried", "retry_ok", "started",
                  "upstream_started", "status", "sent_bytes", "received_bytes", "connect_task",
-                 "client_paused_by_us", "response_head", "last_error", "affinity")
+                 "client_paused_by_us", "response_head", "last_error", "affinity",
+                 "request_id", "server_latency", "body_received", "sent_at_start", "error")
 
     def __init__(self, client: "ClientConnection", head: http1.RequestHead, route: "Route",
                  backend: "Backend"):
@@ -73,6 +75,12 @@ class HttpExchange:
         settings = backend.settings
         self.affinity = (affinity.requested(head.headers, settings.affinity_cookie_name)
                          if settings.cookie_affinity else None)
+        # The transaction id of the access log; sent as X-Request-Id unless the client sent one.
+        self.request_id = head.request_id or os.urandom(16).hex().encode()
+        self.server_latency: float | None = None
+        self.body_received = 0
+        self.sent_at_start = 0
+        self.error = ""
         self.started = 0.0
         self.upstream_started = 0.0
         self.status = 0
@@ -87,6 +95,7 @@ class HttpExchange:
         """Called when this exchange reaches the head of the client's queue."""
         loop = self.client.loop
         self.started = loop.time()
+        self.sent_at_start = self.client.sent
         self.deadline = Deadline(loop, self._timed_out)
         self._dispatch()
 
@@ -193,6 +202,7 @@ class HttpExchange:
 
     def request_body(self, data: bytes) -> None:
         """A piece of the request body arrived from the client."""
+        self.body_received += len(data)
         if self.state == SENT or self.state == RESPONDING:
             conn = self.conn
             if conn is not None:
@@ -252,6 +262,8 @@ class HttpExchange:
         http1.analyse_response(head)
         self.response_head = head
         self.status = status
+        self.server_latency = client.loop.time() - self.upstream_started
+        client.gateway.stats.latency.append((self.backend.pool.name, self.server_latency))
         req = self.head
         if req.method == b"HEAD" or status in (204, 304):
             framing = b"none"
@@ -368,9 +380,9 @@ class HttpExchange:
             conn.abort()
         self._release_endpoint()
         self.status = error.status
+        self.error = error.cause
         log.event(log.WARNING, "upstream_error", **self._log_fields(), status=error.status,
                   cause=error.cause)
-        self.client.gateway.count_upstream_error(self, error)
         if not self.request_done:
             self.keep_client = False  # the rest of the body would be read as a new request
         self.client.write(http1.simple_response(error.status, keep_alive=self.keep_client,

@@ -569,17 +569,23 @@ def _load(cfg: WafConfig) -> _Loaded:
     return out
 
 
-def check(cfg: WafConfig) -> list[tuple[str, str]]:
-    """Load everything as Waf(cfg) would and return the problems as (key, reason); [] = fine."""
+def check(cfg: WafConfig, key: str = "waf") -> list[tuple[str, str]]:
+    """Load everything as Waf(cfg) would and return the problems as (key, reason); [] = fine.
+
+    `key` is where the table sits in the config: "waf", or e.g. "listeners[2].waf" for a
+    listener's own table; the keys returned start with it ("listeners[2].waf.crs_path")."""
     if cfg.mode == "off":
         return []
+    problems: list[tuple[str, str]]
     if cfg.mode not in ("detection", "prevention"):
-        return [("waf.mode", f"must be 'off', 'detection' or 'prevention', not {cfg.mode!r}")]
-    try:
-        Waf(cfg, threads=0).close()
-    except WafLoadError as exc:
-        return exc.problems
-    return []
+        problems = [("waf.mode", f"must be 'off', 'detection' or 'prevention', not {cfg.mode!r}")]
+    else:
+        try:
+            Waf(cfg, threads=0).close()
+            return []
+        except WafLoadError as exc:
+            problems = exc.problems
+    return [(key + k[3:] if k.startswith("waf") else k, reason) for k, reason in problems]
 
 
 # --------------------------------------------------------------------------------------------

@@ -83,6 +83,8 @@ class WebSocketExchange(HttpExchange):
 
     def _switch(self, backend_early: bytes) -> None:
         head = self.switching
+        if head is not None:
+            self.server_latency = self.client.loop.time() - self.upstream_started
         if head is None:
             self.fail(UpstreamError(502, "backend upgraded without a 101"))
             return
