@@ -11,11 +11,19 @@ Every protocol violation is a `fastgw.errors.FrameError(code, reason, offset)`: 
 close code to send to the offender (1002 protocol error, 1007 invalid data, 1009 too big).
 """
 
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, final
 
 from fastgw.errors import FrameError
 
-__all__: list[str]
+__all__ = [
+    "OP_CONT", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG",
+    "CLOSE_NORMAL", "CLOSE_GOING_AWAY", "CLOSE_PROTOCOL_ERROR", "CLOSE_UNSUPPORTED",
+    "CLOSE_NO_STATUS", "CLOSE_ABNORMAL", "CLOSE_INVALID_DATA", "CLOSE_POLICY", "CLOSE_TOO_BIG",
+    "CLOSE_INTERNAL_ERROR", "CLOSE_TRY_AGAIN", "CLOSE_BAD_GATEWAY",
+    "EV_CONTROL", "EV_MESSAGE_START", "EV_MESSAGE_END",
+    "FrameScanner", "apply_mask", "parse_close", "valid_close_code", "build_frame",
+    "build_close", "Pump",
+]
 
 # Opcodes (RFC 6455 section 5.2).
 OP_CONT: Final = 0
@@ -47,8 +55,9 @@ EV_MESSAGE_END: Final = 3
 # (EV_CONTROL, opcode, payload_offset, payload_length, mask_key: bytes | None)
 # (EV_MESSAGE_START, opcode, header_offset, rsv1: bool)
 # (EV_MESSAGE_END, opcode, end_offset, message_length)
-Event = tuple[Any, ...]
+_Event = tuple[Any, ...]
 
+@final
 class FrameScanner:
     """Validates one direction of one WebSocket connection, one chunk per call.
 
@@ -95,7 +104,7 @@ class FrameScanner:
         raises the same error.
         """
     @property
-    def events(self) -> list[Event]:
+    def events(self) -> list[_Event]:
         """This call's events in stream order; the same list, cleared at the start of each scan.
 
         Control frames always; message starts and ends only with report_messages=True. Offsets
@@ -192,6 +201,7 @@ class _Session(Protocol):
     def on_eof(self, pump: Pump) -> bool | None: ...
     def on_connection_lost(self, pump: Pump, exc: BaseException | None) -> None: ...
 
+@final
 class Pump:
     """The relay buffer of one direction of a WebSocket session.
 

@@ -1,4 +1,4 @@
-# cython: language_level=3
+# cython: language_level=3, auto_pickle=False
 """WebSocket frame engine in C: header scanner, masking, frame building, relay buffer.
 
 Relaying WebSocket traffic costs mostly per system call, as long as no Python code runs per frame

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Callable
 
 import httptools
 
+from fastgw.listener import bind_socket
+
 if TYPE_CHECKING:  # pragma: no cover
     from fastgw.gateway import Gateway
 
@@ -101,9 +103,10 @@ def routes(gateway: "Gateway") -> dict[str, Callable[[], tuple[int, str, bytes]]
     return table
 
 
-async def start(gateway: "Gateway", host: str, port: int, sock=None) -> asyncio.AbstractServer:
+async def start(gateway: "Gateway", host: str, port: int, sock=None) -> "asyncio.AbstractServer":
+    """Serve the admin endpoints; with several workers each binds the address with SO_REUSEPORT
+    (any of them can answer: /metrics sums over all workers, see metrics.py)."""
     loop = asyncio.get_running_loop()
-    if sock is not None:
-        return await loop.create_server(lambda: AdminConnection(routes(gateway)), sock=sock)
-    return await loop.create_server(lambda: AdminConnection(routes(gateway)), host, port,
-                                    reuse_address=True)
+    if sock is None:
+        sock = bind_socket(host, port, reuse_port=gateway.config.gateway.workers > 1, backlog=128)
+    return await loop.create_server(lambda: AdminConnection(routes(gateway)), sock=sock)

@@ -87,8 +87,14 @@ def serve(path: str, log_level: str = "info") -> int:
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_CONFIG
-    for warning in cfg.warnings:
-        print(warning, file=sys.stderr)
+    if os.environ.get("FASTGW_WORKER"):
+        _exit_with_parent()
+    else:
+        for warning in cfg.warnings:
+            print(warning, file=sys.stderr)
+    if cfg.gateway.workers > 1 and not os.environ.get("FASTGW_WORKER"):
+        from fastgw.supervisor import Supervisor
+        return Supervisor(path, cfg.gateway.workers, log_level).run()
     from fastgw.gateway import run
     from fastgw.listener import BindError
     try:
@@ -98,6 +104,19 @@ def serve(path: str, log_level: str = "info") -> int:
         return EXIT_RUNTIME
     except KeyboardInterrupt:  # pragma: no cover - a second Ctrl-C during shutdown
         return EXIT_OK
+
+
+def _exit_with_parent() -> None:
+    """A worker gets SIGTERM if its supervisor dies, even by SIGKILL (Linux), so that no orphan
+    keeps serving a port after the supervisor is gone."""
+    import signal
+    if sys.platform.startswith("linux"):
+        import ctypes
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover
+            pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,7 +21,14 @@ class BindError(Exception):
 
 def bind_socket(bind: str, port: int, *, reuse_port: bool = False, backlog: int = 2048
                 ) -> socket.socket:
-    family = socket.AF_INET6 if ipaddress.ip_address(bind).version == 6 else socket.AF_INET
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(bind).version == 6 else socket.AF_INET
+    except ValueError:  # a host name (the admin address may be "localhost")
+        try:
+            family, *_, address = socket.getaddrinfo(bind, port, type=socket.SOCK_STREAM)[0]
+            bind = address[0]
+        except OSError as exc:
+            raise BindError(bind, port, f"cannot resolve: {exc}") from None
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -2,7 +2,7 @@
 
 The request and relay paths only bump plain integers and dicts in `Stats` (per request, per
 session, per probe — never per frame: frame and byte counts live in the frame scanners already).
-`Metrics.sync()` moves the deltas into prometheus-client objects once a second and before every
+`Metrics.sync()` moves the deltas into prometheus-client objects four times a second and before every
 scrape, so exporting costs nothing on the hot path.
 
 With several worker processes (`workers > 1`) prometheus-client's multiprocess mode is used: the
@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 DURATION_BUCKETS = (0.1, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
-SYNC_INTERVAL = 1.0
+SYNC_INTERVAL = 0.25
 
 
 def status_class(status: int) -> str:

@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from fastgw import config as config_mod
 from support import (AiohttpBackend, GatewayThread, RawBackend, WsBackend, free_port,
-                     read_request_head, start_cli, wait_port)
+                     start_cli, wait_port)
 
 
 def toml(port, servers, *, probe="", settings="", pool="", admin_port=None, gateway=""):
@@ -473,4 +473,3 @@ def test_sighup_reload_good_and_bad_with_sessions_open(two, tmp_path):
     assert "Traceback" not in err
 
 
-del read_request_head

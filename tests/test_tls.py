@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import signal
 import socket
 import ssl
@@ -405,4 +404,3 @@ def test_plain_http_to_https_port_is_refused_cleanly(ca, certs, backend):
         gw.stop()
 
 
-del json

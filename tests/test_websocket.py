@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import time
 
 import aiohttp
@@ -422,4 +421,3 @@ def test_frames_engine_is_the_one_under_test():
     assert frames.IMPLEMENTATION in ("c", "py")
 
 
-del socket
