@@ -7,7 +7,6 @@ import dataclasses
 import os
 import random
 
-import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from wsproto.frame_protocol import FrameDecoder, Opcode, ParseFailed, RsvBits
