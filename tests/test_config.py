@@ -3,6 +3,7 @@ reported as `FILE:key.path: reason` with exit status 2 and no traceback."""
 
 from __future__ import annotations
 
+import os
 import textwrap
 
 import pytest
@@ -284,3 +285,12 @@ def test_relative_paths_resolve_against_config_file(tmp_path):
 def test_version_and_python_m():
     result = run_cli("--version")
     assert result.returncode == 0 and result.stdout.startswith("fastgw ")
+
+
+def test_examples_check_clean():
+    import glob
+    files = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "examples", "*.toml")))
+    assert files
+    for path in files:
+        result = run_cli("check", path)
+        assert result.returncode == 0, result.stderr
