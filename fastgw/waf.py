@@ -6,12 +6,14 @@ firewall-log record. The proxy calls it once per request and once per WebSocket 
 *before* any connection to a backend is opened; after a 101 the frames are not inspected.
 
     waf_available()  -> None, or a one-line message saying what to install
-    check(cfg)       -> [(key, reason)]: everything `Waf(cfg)` would load, as `fastgw check` problems
-    Waf(cfg)         built once per distinct WafConfig (loading the CRS takes ~0.1 s); share it
+    check(cfg, key="waf") -> [(key, reason)]: loads what Waf(cfg) would, as `fastgw check` problems
+    Waf(cfg)         built once per distinct WafConfig (loading the CRS takes ~75 ms); share it
     waf.inspect(...) -> Verdict           (synchronous; ~1-2 ms with the full CRS, see below)
     await waf.inspect_async(...) -> Verdict   the one entry point the proxy always awaits
     firewall_log_records(verdict) -> [dict]   one JSON-serialisable record per matched rule
-    waf.rule_matches  Counter[(rule_id, action)] for metrics; waf.requests Counter of verdicts
+    waf.rule_matches  Counter[(rule_id: str, action: str)] for metrics
+    waf.requests      Counter: "inspected", "matched", "blocked" (prevention), "detected"
+                      (detection, would have blocked)
 
 Verdicts
 --------
@@ -54,11 +56,12 @@ cloud gateway they do not apply to custom rules, which name their targets themse
 
 Cost and threads
 ----------------
-Measured on the 2-core CI box (benchmarks/bench_waf.py, full CRS 3.3.4 at PL1): a clean browser
-GET costs ~1.4 ms, a clean form POST ~1.6 ms, an attack ~1.5 ms (see docs/waf.md for the
-numbers). The PyPI wheel's PCRE2 is built without JIT, so every CRS regex runs in the
-interpreter. The binding holds the GIL during ``process_*`` (N threads inspecting run no faster
-than one), so inspection stays on the event loop: ``inspect_async`` calls ``inspect`` inline.
+Measured on the 2-core CI box (benchmarks/bench_waf.py, full CRS 3.3.4 at PL1, CPU time): a
+clean GET with Chrome's headers ~1.5 ms, a clean form POST ~1.8 ms, a JSON POST ~1.2 ms, an SQL
+injection ~1.7 ms; building a Waf ~75 ms (docs/waf.md has the table). The PyPI wheel's PCRE2 is
+built without JIT, so every CRS regex runs in PCRE2's interpreter. The binding holds the GIL
+during ``process_*`` (N threads inspecting run no faster than one), so inspection stays on the
+event loop: ``inspect_async`` calls ``inspect`` inline.
 If a binding that releases the GIL appears, set ``BINDING_RELEASES_GIL`` (or pass
 ``threads=N`` to ``Waf``) and inspection moves to a small ThreadPoolExecutor owned by the Waf.
 

@@ -500,6 +500,9 @@ def test_check_reports_paths_and_names(tmp_path):
     assert set(problems) == {"waf.disabled_rules[1]", "waf.exclusions[1]", "waf.exclusions[2]",
                              "waf.custom_rules[0]", "waf.custom_rules[1]"}
     assert "4242424" in problems["waf.disabled_rules[1]"]
+    # a listener's own waf table: the keys say where it is
+    [(key, _)] = check(config(crs_setup="/nonexistent.conf"), key="listeners[2].waf")
+    assert key == "listeners[2].waf.crs_setup"
 
 
 def test_check_catches_rules_that_silently_load_nothing(tmp_path):
