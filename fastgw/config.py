@@ -49,6 +49,7 @@ class GatewayConfig:
     workers: int = 1  # resolved: "auto" becomes os.cpu_count()
     admin: tuple[str, int] | None = None  # (host, port) of /metrics, /healthz, /backend-health
     access_log: str = "-"  # fastgw: "-" = stderr, "off", or a file path
+    firewall_log: str = "-"  # fastgw: the WAF's log, same choices
     header_timeout: float = 10.0  # fastgw: seconds to receive a whole request head
     keepalive_timeout: float = 75.0  # fastgw: idle client keep-alive connection (nginx's default)
     max_header_size: int = 32768  # fastgw: request head limit; larger gets 431
@@ -430,10 +431,14 @@ class _Parser:
         access_log = t.str("access_log", "-")
         if access_log not in ("-", "off"):
             access_log = self.path(access_log)
+        firewall_log = t.str("firewall_log", "-")
+        if firewall_log not in ("-", "off"):
+            firewall_log = self.path(firewall_log)
         result = GatewayConfig(
             workers=workers,
             admin=admin,
             access_log=access_log,
+            firewall_log=firewall_log,
             header_timeout=t.duration("header_timeout", 10.0, 0.1),
             keepalive_timeout=t.duration("keepalive_timeout", 75.0, 0.1),
             max_header_size=t.int("max_header_size", 32768, 1024, 1 << 20),

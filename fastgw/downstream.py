@@ -81,6 +81,7 @@ class ClientConnection(asyncio.Protocol):
         self.request_started = 0.0
         self.sent = 0  # bytes written to the client (access log sentBytes)
         self.tls_info: tuple[str, str] | None = None  # (protocol version, cipher) on https
+        self.local_ip = ""
 
     # -- asyncio protocol ------------------------------------------------------------------
 
@@ -89,6 +90,9 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer_ip, self.peer_port = peer[0], peer[1]
+        local = transport.get_extra_info("sockname")
+        if isinstance(local, tuple):
+            self.local_ip = local[0]
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:

@@ -63,6 +63,9 @@ class Gateway:
         self.metrics = Metrics(self)
         access = config.gateway.access_log
         self.access_log = AccessLog(access) if access != "off" else None
+        self.wafs: dict = {}  # WafConfig -> fastgw.waf.Waf, one per distinct policy in use
+        self.firewall_log: AccessLog | None = None
+        self._build_wafs(config)
         self.on_session_end: list[Callable[[Any, dict], None]] = [self._session_ended]
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -134,6 +137,8 @@ class Gateway:
         self.metrics.stop()
         if self.access_log is not None:
             self.access_log.close()
+        if self.firewall_log is not None:
+            self.firewall_log.close()
         self.stopped.set()
         log.event(log.INFO, "stopped")
 
@@ -162,6 +167,7 @@ class Gateway:
         for endpoint in removed:
             self.drain(endpoint)
         self.health.restart()
+        self._build_wafs(new)
         if self.tls is not None:
             self.tls.reload(new)
         if self.access_log is not None and self.access_log.destination == new.gateway.access_log:
@@ -197,6 +203,48 @@ class Gateway:
 
     def draining_endpoints(self, backend: Backend) -> list[Endpoint]:
         return [ep for ep in self.draining if ep.backend is backend]
+
+    # -- the web application firewall ------------------------------------------------------
+
+    def _build_wafs(self, config: Config) -> None:
+        """One Waf per distinct policy in use (loading the CRS takes ~75 ms: never per request)."""
+        policies = {config.waf} | {lst.waf for lst in config.listeners if lst.waf is not None}
+        policies = {p for p in policies if p.mode != "off"}
+        old = self.wafs
+        wafs = {}
+        for policy in policies:
+            waf = old.get(policy)
+            if waf is None:
+                from fastgw.waf import Waf
+                waf = Waf(policy)
+                log.event(log.INFO, "waf_loaded", policy=waf.describe())
+            wafs[policy] = waf
+        self.wafs = wafs
+        for policy, waf in old.items():
+            if policy not in wafs:
+                waf.close()
+        destination = config.gateway.firewall_log
+        if self.firewall_log is not None and (not wafs or self.firewall_log.destination != destination):
+            self.firewall_log.close()
+            self.firewall_log = None
+        if wafs and self.firewall_log is None and destination != "off":
+            self.firewall_log = AccessLog(destination)
+
+    def waf_for(self, listener):
+        if not self.wafs:
+            return None
+        policy = listener.waf if listener.waf is not None else self.config.waf
+        return self.wafs.get(policy)
+
+    def waf_verdict(self, exchange, verdict) -> None:
+        if not verdict.matches and verdict.clean:
+            return
+        from fastgw.waf import firewall_log_records
+        records = firewall_log_records(verdict)
+        for record in records:
+            self.stats.waf[(str(record.get("ruleId", "")), record.get("action", ""))] += 1
+            if self.firewall_log is not None:
+                self.firewall_log.write(record)
 
     # -- connections and exchanges ---------------------------------------------------------
 

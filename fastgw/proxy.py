@@ -7,9 +7,11 @@ arrives, then parse the backend's response with a fresh httptools parser and str
 client, re-framed for the client (Content-Length kept, otherwise chunked for HTTP/1.1 clients or
 close-delimited for HTTP/1.0 ones).
 
-State, in order: WAITING (queued) -> CONNECTING -> SENT (request head on the wire) ->
-RESPONDING (response head sent to the client) -> DONE. Failures before RESPONDING become a
-502/503/504 answer; after it, the only honest signal left is closing the client connection.
+State, in order: WAITING (queued) -> INSPECTING (the WAF waits for the body it inspects; only
+with a WAF) -> CONNECTING -> SENT (request head on the wire) -> RESPONDING (response head sent to
+the client) -> DONE. Failures before RESPONDING become a 502/503/504 answer; after it, the only
+honest signal left is closing the client connection. A WAF verdict that blocks answers from
+INSPECTING, before any backend connection exists.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from fastgw.downstream import ClientConnection
     from fastgw.routing import Route
 
-WAITING, CONNECTING, SENT, RESPONDING, DONE = range(5)
+WAITING, INSPECTING, CONNECTING, SENT, RESPONDING, DONE = range(6)
 
 # Body bytes buffered for a request whose backend connection is not ready yet, before the client
 # is paused.
@@ -46,7 +48,8 @@ class HttpExchange:
                  "framing", "keep_client", "deadline", "tried", "retry_ok", "started",
                  "upstream_started", "status", "sent_bytes", "received_bytes", "connect_task",
                  "client_paused_by_us", "response_head", "last_error", "affinity",
-                 "request_id", "server_latency", "body_received", "sent_at_start", "error")
+                 "request_id", "server_latency", "body_received", "sent_at_start", "error",
+                 "waf")
 
     def __init__(self, client: "ClientConnection", head: http1.RequestHead, route: "Route",
                  backend: "Backend"):
@@ -81,6 +84,7 @@ class HttpExchange:
         self.body_received = 0
         self.sent_at_start = 0
         self.error = ""
+        self.waf = None  # the listener's Waf, while the request waits for its verdict
         self.started = 0.0
         self.upstream_started = 0.0
         self.status = 0
@@ -97,6 +101,48 @@ class HttpExchange:
         self.started = loop.time()
         self.sent_at_start = self.client.sent
         self.deadline = Deadline(loop, self._timed_out)
+        waf = self.client.gateway.waf_for(self.route.listener)
+        if waf is not None:
+            self.waf = waf
+            self.state = INSPECTING
+            self._inspect_when_ready()
+            return
+        self._dispatch()
+
+    def _inspect_when_ready(self) -> None:
+        """Run the WAF once the body it inspects is here (all of it, or its limit)."""
+        waf = self.waf
+        limit = waf.body_limit
+        head = self.head
+        over = limit is not None and (self.body_bytes > limit or (
+            head.content_length is not None and head.content_length > limit))
+        if limit is not None and not self.request_done and not over:
+            return  # request_body / request_complete call again
+        self.waf = None
+        client = self.client
+        verdict = waf.inspect(
+            client_ip=client.peer_ip, client_port=client.peer_port, server_ip=client.local_ip,
+            server_port=client.socket_key[1], method=head.method, uri=head.original_url,
+            http_version=head.version, headers=head.headers,
+            body=self.body if (limit is not None and self.body) else None,
+            body_truncated=over,
+            transaction_id=self.request_id.decode("latin-1"), hostname=None)
+        client.gateway.waf_verdict(self, verdict)
+        if verdict.blocked:
+            self.status = verdict.status
+            self.error = verdict.reason
+            if not self.request_done:
+                self.keep_client = False
+            headers = (("Location", verdict.location),) if verdict.location else ()
+            body = (f"{verdict.status} {http1.REASONS.get(verdict.status, 'Forbidden')}\n"
+                    f"The request was blocked by the web application firewall.\n"
+                    f"Transaction id: {verdict.transaction_id}\n")
+            client.write(http1.simple_response(verdict.status, body, keep_alive=self.keep_client,
+                                               headers=headers,
+                                               head_only=head.method == b"HEAD"))
+            self.state = RESPONDING
+            self._finish()
+            return
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -215,12 +261,17 @@ class HttpExchange:
             return  # the answer went out already (early response, error): discard
         self.body.append(data)
         self.body_bytes += len(data)
-        if self.body_bytes > MAX_BUFFERED_BODY and not self.client_paused_by_us:
+        if self.state == INSPECTING:
+            self._inspect_when_ready()
+        elif self.body_bytes > MAX_BUFFERED_BODY and not self.client_paused_by_us:
             self.client_paused_by_us = True
             self.client.pause_reading_for(self)
 
     def request_complete(self) -> None:
         self.request_done = True
+        if self.state == INSPECTING:
+            self._inspect_when_ready()
+            return
         if self.state in (SENT, RESPONDING) and self.head.chunked and self.conn is not None:
             self.conn.transport.write(http1.LAST_CHUNK)
 
