@@ -155,10 +155,10 @@ class DemoConnection(asyncio.Protocol):
     def respond(self, status: int, ctype: str, body: bytes) -> None:
         reason = {200: "OK", 404: "Not Found"}.get(status, "OK")
         keep = self.parser.should_keep_alive()
+        close = "" if keep else "Connection: close\r\n"
         self.transport.write(
             f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-            f"X-Demo-Server: {self.backend.name}\r\n{'' if keep else 'Connection: close'}\r\n\r\n".encode()
-            + body)
+            f"X-Demo-Server: {self.backend.name}\r\n{close}\r\n".encode() + body)
         if not keep:
             self.transport.close()
 
