@@ -24,5 +24,6 @@ else:
         if os.environ.get("FASTGW_REQUIRE_EXTENSIONS") == "1":
             raise
         from fastgw._frames_py import *  # noqa: F401,F403
+        from fastgw._frames_py import __all__  # noqa: F811
 
         IMPLEMENTATION = "py"
