@@ -125,6 +125,11 @@ class WebSocketSession:
 
     def on_frame_error(self, pump: Any, exc: FrameError, data: memoryview) -> None:
         leg = CLIENT if pump is self.pumps[CLIENT] else BACKEND
+        if pump.scanner.closed and exc.offset == 0:
+            # Bytes after this leg's own Close (RFC 6455 section 1.4: after sending a Close an
+            # endpoint sends no more data; a receiver may discard what still comes). Not a
+            # violation worth failing the close handshake for: drop them (Autobahn 7.1.x).
+            return
         if not self.sent_close[1 - leg]:
             self._forward(pump, data, exc.offset)  # the valid frames before the bad one
         self._violation(leg, exc)
