@@ -421,3 +421,17 @@ def test_frames_engine_is_the_one_under_test():
     assert frames.IMPLEMENTATION in ("c", "py")
 
 
+
+
+def test_frames_after_a_close_are_ignored(wsb, gw_factory):
+    """Autobahn 7.1.x: a second Close, a ping or a message after a Close is discarded; the close
+    handshake completes with the code the backend echoes."""
+    gw = gw_factory(wsb.port)
+    s, head, rest = ws_raw_handshake(gw.port, "/echo")
+    assert head.startswith(b"HTTP/1.1 101")
+    s.sendall(frame(8, b"\x03\xe8ok") + frame(1, b"late") + frame(8, b"\x03\xe8"))
+    code, reason, seen = read_close(s, rest)
+    s.close()
+    assert code == 1000
+    assert wsb.wait_closes(1)[0][1] == 1000
+    assert wsb.received == []
