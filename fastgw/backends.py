@@ -25,7 +25,7 @@ class Endpoint:
 
     __slots__ = ("backend", "address", "host", "port", "index", "state", "active", "idle",
                  "requests", "failures", "last_probe", "last_result", "last_reason",
-                 "consecutive_failures", "affinity_id")
+                 "consecutive_failures", "affinity_id", "name")
 
     def __init__(self, backend: "Backend", address: ServerAddress, index: int):
         self.backend = backend
@@ -43,22 +43,19 @@ class Endpoint:
         self.last_result: str | None = None
         self.last_reason: str | None = None
         self.affinity_id = ""
-
-    @property
-    def name(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        self.name = f"{host}:{self.port}"  # for logs and /backend-health
 
     @property
     def available(self) -> bool:
         return self.state == HEALTHY
 
-    def take_idle(self) -> "UpstreamConnection | None":
+    def take_idle(self, now: float) -> "UpstreamConnection | None":
         """The most recently used idle keep-alive connection that is still open."""
         idle = self.idle
         while idle:
             conn = idle.pop()
-            if conn.reusable():
+            if conn.reusable(now):
                 return conn
         return None
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import socket
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +28,7 @@ import httptools
 from fastgw import http1, log
 from fastgw.errors import HandshakeError, RequestError
 from fastgw.local import LocalAnswer
-from fastgw.timeouts import Deadline
+from fastgw.timeouts import NEVER
 
 if TYPE_CHECKING:  # pragma: no cover
     from fastgw.gateway import Gateway
@@ -69,7 +68,7 @@ class ClientConnection(asyncio.Protocol):
         self.pause_reasons: dict[object, int] = {}
         self.peer_ip = ""
         self.peer_port = 0
-        self.deadline = Deadline(self.loop, self._timed_out)
+        self.deadline_at = NEVER  # checked by the gateway's Sweeper (timeouts.py)
         self.in_head = False
         self.head_bytes = 0
         self.pending_head = 0
@@ -93,19 +92,14 @@ class ClientConnection(asyncio.Protocol):
         local = transport.get_extra_info("sockname")
         if isinstance(local, tuple):
             self.local_ip = local[0]
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:  # pragma: no cover
-                pass
+        # TCP_NODELAY: uvloop and asyncio set it on every TCP transport already.
         if self.proto == b"https":
             ssl_object = transport.get_extra_info("ssl_object")
             if ssl_object is not None:
                 cipher = ssl_object.cipher()
                 self.tls_info = (ssl_object.version() or "", cipher[0] if cipher else "")
         self.gateway.connection_opened(self)
-        self.deadline.set_in(self.gateway.config.gateway.header_timeout)
+        self.deadline_at = self.loop.time() + self.gateway.config.gateway.header_timeout
 
     def data_received(self, data: bytes) -> None:
         if self.state != State.HTTP or self.refused:
@@ -146,7 +140,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = State.CLOSED
-        self.deadline.cancel()
+        self.deadline_at = NEVER
         queue, self.queue = self.queue, deque()
         for i, ex in enumerate(queue):
             ex.client_lost()
@@ -184,7 +178,8 @@ class ClientConnection(asyncio.Protocol):
         self.pending_head = 0
         self.url = b""
         self.headers = []
-        self.deadline.set_in(self.gateway.config.gateway.header_timeout)
+        if not self.queue:  # while an answer is in flight, its exchange owns the deadline
+            self.deadline_at = self.request_started + self.gateway.config.gateway.header_timeout
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -200,7 +195,8 @@ class ClientConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
-        self.deadline.clear()
+        if not self.queue:
+            self.deadline_at = NEVER
         parser = self.parser
         head = http1.RequestHead(parser.get_method(), self.url, parser.get_http_version(),
                                  self.headers)
@@ -241,6 +237,12 @@ class ClientConnection(asyncio.Protocol):
             self.sent += len(data)
             self.transport.write(data)
 
+    def writelines(self, chunks: list) -> None:
+        if self.state != State.CLOSED:
+            for chunk in chunks:
+                self.sent += len(chunk)
+            self.transport.writelines(chunks)
+
     def exchange_done(self, ex) -> None:
         """`ex` (the head of the queue) has written its whole answer."""
         if not self.queue or self.queue[0] is not ex:
@@ -256,8 +258,10 @@ class ClientConnection(asyncio.Protocol):
             self.resume_reading_for(PAUSE_PIPELINE)
         if self.queue:
             self.queue[0].start()
-        elif not self.in_head:
-            self.deadline.set_in(self.gateway.config.gateway.keepalive_timeout)
+        elif self.in_head:
+            self.deadline_at = self.request_started + self.gateway.config.gateway.header_timeout
+        else:
+            self.deadline_at = self.loop.time() + self.gateway.config.gateway.keepalive_timeout
 
     def upgraded(self, ex, session) -> None:
         """`ex` (the head of the queue) switched protocols: the session owns the transport now."""
@@ -265,8 +269,7 @@ class ClientConnection(asyncio.Protocol):
             self.queue.popleft()
         self.gateway.exchange_finished(self, ex)
         self.state = State.RELAYING
-        self.upgrade_exchange = session
-        self.deadline.cancel()
+        self.upgrade_exchange = session  # its deadlines are kept in our deadline_at
         self.pause_reasons.clear()
 
     def abort_exchange(self, ex) -> None:
@@ -308,7 +311,7 @@ class ClientConnection(asyncio.Protocol):
     def close(self) -> None:
         if self.state < State.CLOSING:
             self.state = State.CLOSING
-        self.deadline.cancel()
+        self.deadline_at = NEVER
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
@@ -326,8 +329,16 @@ class ClientConnection(asyncio.Protocol):
         if rest:
             self.data_received(rest)
 
-    def _timed_out(self) -> None:
+    def on_deadline(self) -> None:
+        """The Sweeper says our deadline passed: whose it is depends on what we are doing."""
+        if self.state == State.RELAYING:
+            if self.upgrade_exchange is not None:
+                self.upgrade_exchange.on_deadline()  # the session's idle or close deadline
+            return
         if self.state >= State.CLOSING:
+            return
+        if self.queue:
+            self.queue[0].on_deadline()  # the answer in flight: backend timeout
             return
         if self.in_head:
             log.event(log.INFO, "header_timeout", client=self.peer_ip)

@@ -26,6 +26,7 @@ from fastgw.metrics import Metrics, Stats, close_code_label, status_class
 from fastgw.local import LocalAnswer, redirect_location
 from fastgw.proxy import HttpExchange
 from fastgw.routing import Router
+from fastgw.timeouts import Sweeper
 from fastgw.wsproxy import WebSocketExchange
 
 
@@ -56,6 +57,7 @@ class Gateway:
         self.admin_server: asyncio.AbstractServer | None = None
         self.presockets = sockets or {}  # (bind, port) -> socket bound by a supervisor
         self.health = HealthChecker(self)
+        self.sweeper = Sweeper(self.loop)
         self.stopping = False
         self.stopped = asyncio.Event()
         self.tls = tls  # fastgw.tls.TlsManager, set by start() when https is configured
@@ -134,6 +136,7 @@ class Gateway:
                 ep.close_idle()
         if self.admin_server is not None:
             self.admin_server.close()
+        self.sweeper.stop()
         self.metrics.stop()
         if self.access_log is not None:
             self.access_log.close()
@@ -253,9 +256,11 @@ class Gateway:
             conn.transport.close()
             return
         self.connections.add(conn)
+        self.sweeper.add(conn)
 
     def connection_closed(self, conn: ClientConnection) -> None:
         self.connections.discard(conn)
+        self.sweeper.discard(conn)
 
     def _route(self, client: ClientConnection, head: RequestHead):
         path, _ = head.path_and_query()
@@ -299,7 +304,7 @@ class Gateway:
 
     def session_ended(self, session, fields: dict) -> None:
         self.sessions.discard(session)
-        self.connections.discard(session.client)
+        self.connection_closed(session.client)
         for callback in self.on_session_end:
             callback(session, fields)
 
@@ -357,15 +362,18 @@ class Gateway:
         head = ex.head
         route = ex.route
         status = ex.status if not error else (ex.status or 499)
-        listener = self.router.listener_for(client.socket_key, head.host.decode("latin-1")
-                                            if head is not None and head.host else None)
-        listener_name = listener.name if listener is not None else ""
+        if route is not None:
+            listener_name = route.listener.name
+        else:
+            listener = self.router.listener_for(client.socket_key, head.host.decode("latin-1")
+                                                if head is not None and head.host else None)
+            listener_name = listener.name if listener is not None else ""
         rule_name = route.rule.name if route is not None else ""
         backend = ex.backend
         pool = backend.pool.name if backend is not None else ""
         stats = self.stats
         stats.requests[(listener_name, rule_name, pool, status_class(status))] += 1
-        websocket = head is not None and isinstance(ex, WebSocketExchange)
+        websocket = type(ex) is WebSocketExchange
         if websocket:
             outcome = ("101" if status == 101 else "timeout" if status == 504
                        else status_class(status))
@@ -419,7 +427,7 @@ class Gateway:
         for i, pump in enumerate(session.pumps):
             stats.frames_closed[i] += pump.scanner.frames
             stats.bytes_closed[i] += pump.scanner.bytes
-        stats.durations.append(fields["duration"])
+        stats.durations.observe(fields["duration"])
         if self.access_log is not None:
             client = session.client
             self.access_log.write({

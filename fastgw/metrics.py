@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from bisect import bisect_left
 from collections import Counter as Tally
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +32,11 @@ DURATION_BUCKETS = (0.1, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 SYNC_INTERVAL = 0.25
 
 
+_CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+
 def status_class(status: int) -> str:
-    return f"{status // 100}xx" if 100 <= status <= 599 else "other"
+    return _CLASSES[status // 100] if 100 <= status <= 599 else "other"
 
 
 def close_code_label(code: int | None) -> str:
@@ -43,6 +47,21 @@ def close_code_label(code: int | None) -> str:
     if 4000 <= code <= 4999:
         return "4000-4999"
     return str(code) if 1000 <= code <= 1015 else "other"
+
+
+class Histo:
+    """A histogram of plain integers: observing is a bisect and two additions."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # first bucket with value <= le
+        self.sum += value
 
 
 class Stats:
@@ -58,8 +77,14 @@ class Stats:
         # Relay totals of sessions that ended; live sessions are read from their scanners.
         self.frames_closed = [0, 0]  # client->backend, backend->client
         self.bytes_closed = [0, 0]
-        self.latency: list[tuple[str, float]] = []  # (pool, seconds) waiting for the histogram
-        self.durations: list[float] = []
+        self.latency: dict[str, Histo] = {}  # pool -> upstream response times
+        self.durations = Histo(DURATION_BUCKETS)
+
+    def observe_latency(self, pool: str, seconds: float) -> None:
+        histo = self.latency.get(pool)
+        if histo is None:
+            histo = self.latency[pool] = Histo(LATENCY_BUCKETS)
+        histo.observe(seconds)
 
 
 class Metrics:
@@ -118,6 +143,21 @@ class Metrics:
             (metric.labels(*labels) if labels else metric).inc(total - previous)
             self.synced[key] = total
 
+    def _add_histo(self, child: Any, key: tuple, histo: Histo) -> None:
+        """Add a plain histogram's growth to a prometheus-client one. prometheus-client keeps
+        per-bucket (not cumulative) values in `_buckets` and the sum in `_sum`, in every mode."""
+        before = self.synced.get(key)
+        counts = list(histo.counts)
+        if before is None:
+            before = ([0] * len(counts), 0.0)
+        if counts == before[0]:
+            return
+        for i, (now, then) in enumerate(zip(counts, before[0])):
+            if now > then:
+                child._buckets[i].inc(now - then)
+        child._sum.inc(histo.sum - before[1])
+        self.synced[key] = (counts, histo.sum)
+
     def sync(self) -> None:
         """Move what Stats gathered since the last sync into the prometheus objects."""
         s = self.stats
@@ -142,12 +182,9 @@ class Metrics:
         for i, direction in enumerate(("client_to_backend", "backend_to_client")):
             self._add(self.m_frames, (direction,), ("frames", direction), frames[i])
             self._add(self.m_bytes, (direction,), ("bytes", direction), sent[i])
-        latency, s.latency = s.latency, []
-        for pool, seconds in latency:
-            self.m_latency.labels(pool).observe(seconds)
-        durations, s.durations = s.durations, []
-        for seconds in durations:
-            self.m_duration.observe(seconds)
+        for pool, histo in list(s.latency.items()):
+            self._add_histo(self.m_latency.labels(pool), ("lat", pool), histo)
+        self._add_histo(self.m_duration, ("dur",), s.durations)
         self.m_connections.set(len(self.gateway.connections))
         self.m_sessions_open.set(len(self.gateway.sessions))
         counts: Tally = Tally()

@@ -17,6 +17,7 @@ INSPECTING, before any backend connection exists.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,6 @@ import httptools
 
 from fastgw import affinity, balancer, http1, log
 from fastgw.errors import UpstreamError
-from fastgw.timeouts import Deadline
 from fastgw.upstream import UpstreamConnection, connect
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,6 +33,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from fastgw.routing import Route
 
 WAITING, INSPECTING, CONNECTING, SENT, RESPONDING, DONE = range(6)
+
+# Transaction ids (X-Request-Id, access log): a random per-process prefix and a counter, unique
+# without a system call per request.
+_ID_PREFIX = os.urandom(8).hex()
+_id_counter = itertools.count(1)
+
+
+def next_request_id() -> bytes:
+    return f"{_ID_PREFIX}{next(_id_counter):016x}".encode()
+
 
 # Body bytes buffered for a request whose backend connection is not ready yet, before the client
 # is paused.
@@ -45,11 +55,11 @@ class HttpExchange:
     # httptools calls on_* methods of this object while parsing the backend's response.
     __slots__ = ("client", "head", "route", "backend", "state", "conn", "endpoint", "parser",
                  "body", "body_bytes", "request_done", "resp_headers", "resp_reason",
-                 "framing", "keep_client", "deadline", "tried", "retry_ok", "started",
+                 "framing", "keep_client", "tried", "retry_ok", "started",
                  "upstream_started", "status", "sent_bytes", "received_bytes", "connect_task",
                  "client_paused_by_us", "response_head", "last_error", "affinity",
                  "request_id", "server_latency", "body_received", "sent_at_start", "error",
-                 "waf")
+                 "waf", "out")
 
     def __init__(self, client: "ClientConnection", head: http1.RequestHead, route: "Route",
                  backend: "Backend"):
@@ -69,7 +79,6 @@ class HttpExchange:
         self.response_head: http1.ResponseHead | None = None
         self.framing = b"none"
         self.keep_client = head.keep_alive
-        self.deadline: Deadline | None = None
         self.tried: tuple = ()
         # A request that failed on a reused keep-alive connection before any answer may be sent
         # again on a fresh one when repeating it is harmless: idempotent and without a body.
@@ -79,12 +88,13 @@ class HttpExchange:
         self.affinity = (affinity.requested(head.headers, settings.affinity_cookie_name)
                          if settings.cookie_affinity else None)
         # The transaction id of the access log; sent as X-Request-Id unless the client sent one.
-        self.request_id = head.request_id or os.urandom(16).hex().encode()
+        self.request_id = head.request_id or next_request_id()
         self.server_latency: float | None = None
         self.body_received = 0
         self.sent_at_start = 0
         self.error = ""
         self.waf = None  # the listener's Waf, while the request waits for its verdict
+        self.out: list[bytes] = []  # response bytes for the client, written once per backend read
         self.started = 0.0
         self.upstream_started = 0.0
         self.status = 0
@@ -100,7 +110,6 @@ class HttpExchange:
         loop = self.client.loop
         self.started = loop.time()
         self.sent_at_start = self.client.sent
-        self.deadline = Deadline(loop, self._timed_out)
         waf = self.client.gateway.waf_for(self.route.listener)
         if waf is not None:
             self.waf = waf
@@ -159,8 +168,9 @@ class HttpExchange:
         self.endpoint = endpoint
         self.tried += (endpoint,)
         self.state = CONNECTING
-        self.deadline.set_in(self.backend.settings.request_timeout)
-        conn = endpoint.take_idle()
+        client = self.client
+        client.deadline_at = client.loop.time() + self.backend.settings.request_timeout
+        conn = endpoint.take_idle(self.client.loop.time())
         if conn is not None:
             self._attach(conn)
         else:
@@ -279,10 +289,9 @@ class HttpExchange:
 
     def upstream_data(self, data: bytes) -> None:
         self.received_bytes += len(data)
-        deadline = self.deadline
-        if deadline is not None:
-            # request_timeout bounds each wait for the backend, as nginx's proxy_read_timeout.
-            deadline.when = self.client.loop.time() + self.backend.settings.request_timeout
+        # request_timeout bounds each wait for the backend, as nginx's proxy_read_timeout.
+        client = self.client
+        client.deadline_at = client.loop.time() + self.backend.settings.request_timeout
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -290,6 +299,14 @@ class HttpExchange:
             self.fail(UpstreamError(502, "backend switched protocols on a plain request"))
         except httptools.HttpParserError as exc:
             self.fail(UpstreamError(502, f"invalid response from backend: {exc}"))
+        if self.out:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Everything one backend read produced for the client goes out in one write (writev):
+        a response's head and body, and the last chunk, cost one system call, not three."""
+        out, self.out = self.out, []
+        self.client.writelines(out)
 
     def on_status(self, reason: bytes) -> None:
         self.resp_reason = reason
@@ -307,14 +324,14 @@ class HttpExchange:
         if status < 200:
             # Interim responses (100 Continue, 103 Early Hints) pass to HTTP/1.1 clients.
             if self.head.version != "1.0" and status != 101:
-                client.write(http1.client_response_head(head, framing=b"none", keep_alive=True,
-                                                        client_version="1.1"))
+                self.out.append(http1.client_response_head(head, framing=b"none", keep_alive=True,
+                                                           client_version="1.1"))
             return
         http1.analyse_response(head)
         self.response_head = head
         self.status = status
         self.server_latency = client.loop.time() - self.upstream_started
-        client.gateway.stats.latency.append((self.backend.pool.name, self.server_latency))
+        client.gateway.stats.observe_latency(self.backend.pool.name, self.server_latency)
         req = self.head
         if req.method == b"HEAD" or status in (204, 304):
             framing = b"none"
@@ -329,30 +346,32 @@ class HttpExchange:
         self.framing = framing
         self.state = RESPONDING
         extra = client.gateway.response_extra(self)
-        client.write(http1.client_response_head(head, framing=framing, keep_alive=self.keep_client,
-                                                client_version=req.version, extra=extra))
+        self.out.append(http1.client_response_head(head, framing=framing, keep_alive=self.keep_client,
+                                                   client_version=req.version, extra=extra))
         if framing == b"none":
             # llhttp would wait for a HEAD response's announced body; the message ends here.
             self.on_message_complete()
 
     def on_body(self, body: bytes) -> None:
         if self.framing == b"chunked":
-            self.client.write(http1.chunk(body))
+            self.out += (b"%x\r\n" % len(body), body, b"\r\n")
         else:
-            self.client.write(body)
+            self.out.append(body)
 
     def on_message_complete(self) -> None:
         if self.state != RESPONDING:
             return  # an interim (1xx) response ended; the final one follows
         if self.framing == b"chunked":
-            self.client.write(http1.LAST_CHUNK)
+            self.out.append(http1.LAST_CHUNK)
+        self._flush()  # before the next pipelined answer can start
         conn, self.conn = self.conn, None
         if conn is not None:
             head = self.response_head
             reusable = (self.request_done and head.keep_alive and not self._close_delimited()
                         and self.parser.should_keep_alive())
             if reusable:
-                conn.release(self.client.gateway.config.gateway.upstream_keepalive)
+                client = self.client
+                conn.release(client.gateway.config.gateway.upstream_keepalive, client.loop.time())
             else:
                 conn.close()
         self._release_endpoint()
@@ -377,11 +396,11 @@ class HttpExchange:
                 self.on_message_complete()
                 return
             self._release_endpoint()
+            if self.out:
+                self._flush()
             log.event(log.WARNING, "upstream_lost_mid_response", **self._log_fields(),
                       cause=str(exc or "connection closed"))
             self.state = DONE
-            if self.deadline is not None:
-                self.deadline.cancel()
             self.client.abort_exchange(self)
             return
         self._release_endpoint()
@@ -406,7 +425,7 @@ class HttpExchange:
 
     # -- endings ---------------------------------------------------------------------------
 
-    def _timed_out(self) -> None:
+    def on_deadline(self) -> None:
         if self.state in (CONNECTING, SENT):
             self.fail(UpstreamError(504, f"no response within {self.backend.settings.request_timeout:g}s"))
         elif self.state == RESPONDING:
@@ -416,7 +435,6 @@ class HttpExchange:
                 conn.abort()
             self._release_endpoint()
             self.state = DONE
-            self.deadline.cancel()
             self.client.abort_exchange(self)
 
     def fail(self, error: UpstreamError) -> None:
@@ -450,8 +468,6 @@ class HttpExchange:
         if conn is not None:
             conn.abort()
         self._release_endpoint()
-        if self.deadline is not None:
-            self.deadline.cancel()
         self.state = DONE
 
     def _release_endpoint(self) -> None:
@@ -462,8 +478,6 @@ class HttpExchange:
 
     def _finish(self) -> None:
         self.state = DONE
-        if self.deadline is not None:
-            self.deadline.cancel()
         self.client.exchange_done(self)
 
     def _log_fields(self) -> dict:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastgw import frames, log
 from fastgw.errors import FrameError
-from fastgw.timeouts import Deadline
+from fastgw.timeouts import NEVER
 
 if TYPE_CHECKING:  # pragma: no cover
     from fastgw.downstream import ClientConnection
@@ -70,7 +70,6 @@ class WebSocketSession:
         self.close_reason = ""
         self.closed_by: str | None = None  # "client", "backend" or "gateway"
         self.started = time.monotonic()
-        self.deadline = Deadline(self.loop, self._deadline)
         self.ended = False
 
     # -- setup -----------------------------------------------------------------------------
@@ -89,7 +88,9 @@ class WebSocketSession:
             from_client.feed(early_client)
         client_t.resume_reading()
         backend_t.resume_reading()
-        self.deadline.set_in(self.idle_timeout)
+        # Our deadlines live in the client connection's deadline_at (timeouts.Sweeper), which
+        # calls on_deadline() below through ClientConnection.on_deadline.
+        self.client.deadline_at = self.loop.time() + self.idle_timeout
         self.gateway.session_started(self)
 
     # -- the pumps' callbacks ----------------------------------------------------------------
@@ -198,7 +199,7 @@ class WebSocketSession:
     def _enter_closing(self) -> None:
         if self.state == State.OPEN:
             self.state = State.CLOSING
-            self.deadline.set_in(self.close_timeout)
+            self.client.deadline_at = self.loop.time() + self.close_timeout
 
     def _reap(self) -> None:
         """Close each leg whose close handshake is complete; end the session when both are gone."""
@@ -210,12 +211,14 @@ class WebSocketSession:
         if not self.open[CLIENT] and not self.open[BACKEND]:
             self._end()
 
-    def _deadline(self) -> None:
+    def on_deadline(self) -> None:
         if self.state == State.OPEN:
+            # Reads do not move the deadline (that would cost a call per read); it is checked
+            # against the pumps' last read times when it comes.
             last = max(self.pumps[CLIENT].last_read, self.pumps[BACKEND].last_read)
             idle = time.monotonic() - last
             if idle < self.idle_timeout:
-                self.deadline.set_in(self.idle_timeout - idle)
+                self.client.deadline_at = self.loop.time() + self.idle_timeout - idle
                 return
             log.event(log.INFO, "websocket_idle_timeout", timeout=self.idle_timeout, **self._ids())
             self.close(frames.CLOSE_GOING_AWAY, "idle timeout")
@@ -236,7 +239,7 @@ class WebSocketSession:
             return
         self.ended = True
         self.state = State.CLOSED
-        self.deadline.cancel()
+        self.client.deadline_at = NEVER
         self.endpoint.active -= 1
         from_client, from_backend = self.pumps
         c, b = from_client.scanner, from_backend.scanner
@@ -251,7 +254,9 @@ class WebSocketSession:
             "backend_frames": b.frames, "backend_bytes": from_backend.bytes_in,
             "backend_messages": b.messages,
         }
-        log.event(log.INFO, "websocket_session_end", **fields)
+        # One structured line per session is the access log's "session-end" record; the event
+        # log repeats it at debug level only (per-session chatter is not an operational event).
+        log.event(log.DEBUG, "websocket_session_end", **fields)
         self.gateway.session_ended(self, fields)
 
     def _ids(self) -> dict:

@@ -1,63 +1,54 @@
-"""Per-connection deadlines that cost almost nothing when they move.
+"""Per-connection deadlines that cost an attribute write to set.
 
-A keep-alive connection sets a new deadline for every request (header timeout, then idle
-timeout, ...), and a WebSocket session's idle deadline moves with every read. Re-arming an event
-loop timer each time would cost a cancel and a heap insert per request. `Deadline` keeps one timer
-and re-arms it lazily: moving the deadline *later* is a plain attribute write; when the timer
-fires early it re-arms itself for the current deadline. Only moving it *earlier* touches the loop.
+A keep-alive connection moves its deadline several times per request (header timeout, backend
+response timeout, idle timeout), and a WebSocket session's idle deadline moves with traffic. An
+event loop timer per move would cost a cancel and a heap insert each time. Instead every
+connection carries one number, `deadline_at` (loop time; NEVER = none), and one `Sweeper` per
+gateway looks at all of them TICK times a second, calling `on_deadline()` on those that are due.
+Deadlines are therefore met to within TICK seconds, which is plenty for timeouts counted in
+seconds, and the hot path never touches the event loop's timer heap.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from typing import Protocol
 
 NEVER = float("inf")
+TICK = 0.2  # seconds between sweeps: the precision of every deadline
 
 
-class Deadline:
-    __slots__ = ("_loop", "_callback", "_handle", "_armed_for", "when")
+class HasDeadline(Protocol):
+    deadline_at: float
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]):
-        self._loop = loop
-        self._callback = callback
-        self._handle: asyncio.TimerHandle | None = None
-        self._armed_for = NEVER
-        self.when = NEVER  # loop.time() at which callback runs; NEVER = not set
+    def on_deadline(self) -> None: ...
 
-    def set(self, when: float) -> None:
-        """Run the callback at loop time `when` (replacing any earlier setting)."""
-        self.when = when
-        if when < self._armed_for:
-            if self._handle is not None:
-                self._handle.cancel()
-            self._armed_for = when
-            self._handle = self._loop.call_at(when, self._fire)
 
-    def set_in(self, seconds: float) -> None:
-        self.set(self._loop.time() + seconds)
+class Sweeper:
+    def __init__(self, loop: asyncio.AbstractEventLoop, tick: float = TICK):
+        self.loop = loop
+        self.tick = tick
+        self.items: set = set()
+        self.handle: asyncio.TimerHandle | None = None
 
-    def clear(self) -> None:
-        """No deadline; the pending timer, if any, will wake once and find nothing to do."""
-        self.when = NEVER
+    def add(self, item: HasDeadline) -> None:
+        self.items.add(item)
+        if self.handle is None:
+            self.handle = self.loop.call_later(self.tick, self._sweep)
 
-    def cancel(self) -> None:
-        """No deadline and no timer: for connections that are gone."""
-        self.when = NEVER
-        self._armed_for = NEVER
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+    def discard(self, item: HasDeadline) -> None:
+        self.items.discard(item)
 
-    def _fire(self) -> None:
-        self._handle = None
-        self._armed_for = NEVER
-        when = self.when
-        if when == NEVER:
-            return
-        if self._loop.time() >= when:
-            self.when = NEVER
-            self._callback()
-        else:
-            self._armed_for = when
-            self._handle = self._loop.call_at(when, self._fire)
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        due = [item for item in self.items if item.deadline_at <= now]
+        for item in due:
+            if item.deadline_at <= now:  # an earlier callback may have moved it
+                item.deadline_at = NEVER
+                item.on_deadline()
+        self.handle = self.loop.call_later(self.tick, self._sweep) if self.items else None

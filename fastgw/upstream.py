@@ -10,7 +10,6 @@ and lifecycle events.
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Any
 
 from fastgw.backends import Endpoint
@@ -33,13 +32,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.paused = False
 
     def connection_made(self, transport) -> None:
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:  # pragma: no cover - a socket closed under us
-                pass
+        self.transport = transport  # TCP_NODELAY: set by uvloop/asyncio on every TCP transport
 
     def data_received(self, data: bytes) -> None:
         exchange = self.exchange
@@ -73,22 +66,21 @@ class UpstreamConnection(asyncio.Protocol):
         if exchange is not None:
             exchange.upstream_resume_writing()
 
-    def reusable(self) -> bool:
+    def reusable(self, now: float) -> bool:
         if self.closed or self.transport is None or self.transport.is_closing():
             return False
-        loop = asyncio.get_running_loop()
-        if loop.time() - self.idle_since > IDLE_TIMEOUT:
+        if now - self.idle_since > IDLE_TIMEOUT:
             self.close()
             return False
         return True
 
-    def release(self, limit: int) -> None:
+    def release(self, limit: int, now: float) -> None:
         """The response completed cleanly: park the connection for the next request."""
         self.exchange = None
         if self.paused:
             self.transport.resume_reading()
             self.paused = False
-        self.idle_since = asyncio.get_running_loop().time()
+        self.idle_since = now
         self.endpoint.put_idle(self, limit)
 
     def close(self) -> None:

@@ -95,8 +95,6 @@ class WebSocketExchange(HttpExchange):
             return
         conn, self.conn = self.conn, None
         conn.exchange = None
-        if self.deadline is not None:
-            self.deadline.cancel()
         self.parser = None  # the endpoint's active count now belongs to the session
         client = self.client
         client.write(handshake.client_101(head, client.gateway.response_extra(self)))

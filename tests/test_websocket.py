@@ -395,9 +395,10 @@ def test_slow_reader_bounded_memory_and_uncorrupted(wsb, gw_factory):
 
 
 def test_session_end_is_logged(wsb, gw_factory, caplog):
+    """The event log has the session-end line at debug level (the access log has it always)."""
     import logging
     gw = gw_factory(wsb.port)
-    caplog.set_level(logging.INFO, logger="fastgw")
+    caplog.set_level(logging.DEBUG, logger="fastgw")
 
     async def go():
         async with connect(ws_url(gw), proxy=None, compression=None) as ws:
