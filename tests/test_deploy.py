@@ -10,6 +10,7 @@ installed wheel (tests/test_wheel.py) has no deploy/ and skips this module.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import posixpath
@@ -199,6 +200,17 @@ def test_dockerfile_builds_a_wheel_and_installs_only_the_wheel():
         for src in args.split()[:-1]:
             if "*" not in src:
                 assert (ROOT / src).exists(), f"COPY {src}: not in the repository"
+    # Every file pyproject.toml names (readme, license files) reaches the builder.
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        project = tomllib.load(f)["project"]
+    readme = project.get("readme")
+    named = [readme if isinstance(readme, str) else (readme or {}).get("file")]
+    named += project.get("license-files", [])
+    copied = [src for args in instr_args(builder, "COPY") if not args.startswith("--")
+              for src in args.split()[:-1]]
+    for name in filter(None, named):
+        assert any(fnmatch.fnmatch(name, src) for src in copied), \
+            f"pyproject.toml names {name}, which the builder stage does not COPY"
     # Both stages use the same Python (the wheel's ABI tag must match the runtime).
     assert builder["from"] == runtime["from"]
 

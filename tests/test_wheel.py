@@ -53,8 +53,18 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def run(cmd: list, *, timeout: float, cwd=None, env=None, check=True) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env or clean_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+    """Run to completion within `timeout`; past it the process group is killed and the test fails
+    with what the command had printed so far."""
+    argv = [str(c) for c in cmd]
+    proc = subprocess.Popen(argv, cwd=cwd, env=env or clean_env(), text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        out, _ = proc.communicate()
+        pytest.fail(f"{shlex.join(argv)} did not finish within {timeout:.0f} s:\n{out[-8000:]}")
+    result = subprocess.CompletedProcess(argv, proc.returncode, out, None)
     if check and result.returncode != 0:
         pytest.fail(f"{shlex.join(str(c) for c in cmd)} exited {result.returncode}:\n"
                     f"{result.stdout[-6000:]}")
@@ -276,7 +286,8 @@ def test_suite_passes_against_the_installed_wheel(spec, tmp_path):
     assert where[1] == "c"
     args = shlex.split(os.environ.get("FASTGW_WHEEL_SUITE_ARGS", '-q -m "not slow"'))
     result = run([venv_python, "-m", "pytest", "-p", "no:cacheprovider", "-ra", *args],
-                 timeout=3000, env=env, cwd=suite, check=False)
+                 timeout=float(os.environ.get("FASTGW_WHEEL_SUITE_TIMEOUT", "2400")), env=env,
+                 cwd=suite, check=False)
     counts = summary_counts(result.stdout)
     report = f"Python {where[2]} ({wheel.name}): {counts or 'no summary'}"
     skipped = [l for l in result.stdout.splitlines() if l.startswith("SKIPPED")]
