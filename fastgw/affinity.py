@@ -22,12 +22,12 @@ def server_id(backend: Backend, endpoint: Endpoint) -> str:
     return digest.hexdigest()[:32]
 
 
-def requested(headers: list, name: str) -> str | None:
-    """The affinity id a request carries in `name` or `nameCORS`, if any."""
+def requested(cookies: list[bytes] | None, name: str) -> str | None:
+    """The affinity id a request's Cookie headers carry in `name` or `nameCORS`, if any."""
+    if not cookies:
+        return None
     wanted = (name.encode(), name.encode() + b"CORS")
-    for key, value in headers:
-        if key.lower() != b"cookie":
-            continue
+    for value in cookies:
         for part in value.split(b";"):
             cname, sep, cvalue = part.strip().partition(b"=")
             if sep and cname in wanted and cvalue:

@@ -41,7 +41,10 @@ class Offer:
 
 
 def validate_request(head: http1.RequestHead) -> Offer:
-    """Check a client's upgrade request; raise HandshakeError(400 or 426) if it is not valid."""
+    """Check a client's upgrade request; raise HandshakeError(400 or 426) if it is not valid.
+
+    `head` went through http1.analyse_request, which indexed the headers read here.
+    """
     if head.method != b"GET":
         raise HandshakeError(400, "WebSocket upgrade must use GET")
     if head.version != "1.1":
@@ -50,40 +53,32 @@ def validate_request(head: http1.RequestHead) -> Offer:
         raise HandshakeError(400, "missing Host header")
     if head.has_body:
         raise HandshakeError(400, "WebSocket upgrade request must not have a body")
-    keys = []
-    versions = []
-    protocols: list[bytes] = []
-    extensions: list[bytes] = []
-    upgrade_ok = False
-    for name, value in head.headers:
-        lname = name.lower()
-        if lname == b"sec-websocket-key":
-            keys.append(value.strip())
-        elif lname == b"sec-websocket-version":
-            versions.extend(_tokens(value))
-        elif lname == b"sec-websocket-protocol":
-            protocols.extend(p.strip() for p in value.split(b",") if p.strip())
-        elif lname == b"sec-websocket-extensions":
-            extensions.extend(e.split(b";")[0].strip().lower() for e in value.split(b",") if e.strip())
-        elif lname == b"upgrade":
-            upgrade_ok = upgrade_ok or b"websocket" in _tokens(value)
-    if not upgrade_ok:
+    fields = head.fields
+    if not any(b"websocket" in _tokens(v) for v in fields.get(b"upgrade", ())):
         raise HandshakeError(400, "Upgrade header must name websocket")
     if b"upgrade" not in head.connection_tokens:
         raise HandshakeError(400, "Connection header must contain 'upgrade'")
+    keys = fields.get(b"sec-websocket-key", ())
     if len(keys) != 1:
         raise HandshakeError(400, "exactly one Sec-WebSocket-Key is required")
+    key = keys[0].strip()
     try:
-        raw = base64.b64decode(keys[0], validate=True)
+        raw = base64.b64decode(key, validate=True)
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != 16:
         raise HandshakeError(400, "Sec-WebSocket-Key must be 16 bytes, base64-encoded")
+    versions = [t for v in fields.get(b"sec-websocket-version", ()) for t in _tokens(v)]
     if versions != [b"13"]:
         # Section 4.4: answer with the versions we speak.
         raise HandshakeError(426, "unsupported Sec-WebSocket-Version (13 is supported)",
                              headers=(("Sec-WebSocket-Version", "13"),))
-    return Offer(keys[0], tuple(protocols), tuple(extensions))
+    protocols = tuple(p.strip() for v in fields.get(b"sec-websocket-protocol", ())
+                      for p in v.split(b",") if p.strip())
+    extensions = tuple(e.split(b";")[0].strip().lower()
+                       for v in fields.get(b"sec-websocket-extensions", ())
+                       for e in v.split(b",") if e.strip())
+    return Offer(key, protocols, extensions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,27 +109,24 @@ def check_response(offer: Offer, head: http1.ResponseHead) -> Agreement:
         if protocol not in offer.protocols:
             raise UpstreamError(502, f"backend chose subprotocol {protocol!r} the client did not offer")
     extensions = []
-    for name, value in head.headers:
-        if name.lower() == b"sec-websocket-extensions":
-            for ext in value.split(b","):
-                ext_name = ext.split(b";")[0].strip().lower()
-                if not ext_name:
-                    continue
-                if ext_name not in offer.extensions:
-                    raise UpstreamError(502, f"backend chose extension {ext_name!r} the client did not offer")
-                extensions.append(ext_name)
+    for value in head.fields.get(b"sec-websocket-extensions", ()):
+        for ext in value.split(b","):
+            ext_name = ext.split(b";")[0].strip().lower()
+            if not ext_name:
+                continue
+            if ext_name not in offer.extensions:
+                raise UpstreamError(502, f"backend chose extension {ext_name!r} the client did not offer")
+            extensions.append(ext_name)
     return Agreement(protocol, tuple(extensions))
 
 
 def client_101(head: http1.ResponseHead, extra: tuple = ()) -> bytes:
     """The 101 sent to the client: the backend's, minus hop-by-hop headers, re-stated exactly."""
-    drop = http1.HOP_BY_HOP | head.connection_tokens
+    drop = http1.HOP_BY_HOP | head.connection_tokens | {b"content-length"}
     out = [b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"]
-    for name, value in head.headers:
-        lname = name.lower()
-        if lname in drop or lname in (b"content-length",):
-            continue
-        out += (name, b": ", value, b"\r\n")
+    for (name, value), lname in zip(head.headers, head.lnames):
+        if lname not in drop:
+            out += (name, b": ", value, b"\r\n")
     for name, value in extra:
         out += (name, b": ", value, b"\r\n")
     out.append(b"\r\n")

@@ -35,18 +35,37 @@ REASONS = {
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
 
+# Header names the gateway itself reads, lower-case. analyse_request/analyse_response lower-case
+# every name once, keep those names (`lnames`) for the passes that forward headers, and index
+# the values of these names in `fields`; nothing else looks at a header twice.
+_REQUEST_FIELDS = frozenset({
+    b"content-length", b"transfer-encoding", b"host", b"connection", b"upgrade", b"expect",
+    b"x-request-id", b"x-forwarded-for", b"cookie", b"user-agent", b"sec-websocket-key",
+    b"sec-websocket-version", b"sec-websocket-protocol", b"sec-websocket-extensions",
+})
+_RESPONSE_FIELDS = frozenset({
+    b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"sec-websocket-accept",
+    b"sec-websocket-protocol", b"sec-websocket-extensions",
+})
+# What forward_request_head never copies from the client: hop-by-hop headers, Host (set), the
+# forwarding headers (set; X-Forwarded-For is appended to).
+_NOT_FORWARDED = HOP_BY_HOP | _FORWARDING | {b"host", b"x-forwarded-for"}
+
+
 class RequestHead:
     """A parsed request head. `headers` keep their original case and order."""
 
-    __slots__ = ("method", "url", "version", "headers", "host", "content_length", "chunked",
-                 "keep_alive", "upgrade", "connection_tokens", "expect_continue", "t0", "size",
-                 "original_url", "request_id")
+    __slots__ = ("method", "url", "version", "headers", "lnames", "fields", "host",
+                 "content_length", "chunked", "keep_alive", "upgrade", "connection_tokens",
+                 "expect_continue", "t0", "size", "original_url", "request_id")
 
     def __init__(self, method: bytes, url: bytes, version: str, headers: list):
         self.method = method
         self.url = url
         self.version = version  # "1.1" or "1.0"
         self.headers = headers  # [(name, value), ...] as bytes
+        self.lnames: list[bytes] = []  # the names, lower-case (analyse_request)
+        self.fields: dict[bytes, list[bytes]] = {}  # values of the names the gateway reads
         self.host: bytes | None = None
         self.content_length: int | None = None
         self.chunked = False
@@ -64,11 +83,9 @@ class RequestHead:
         return self.chunked or bool(self.content_length)
 
     def header(self, name: bytes) -> bytes | None:
-        """First value of a header (name lower-case)."""
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+        """First value of a header the gateway reads (name lower-case, in _REQUEST_FIELDS)."""
+        values = self.fields.get(name)
+        return values[0] if values else None
 
     def path_and_query(self) -> tuple[str, str]:
         url = self.url
@@ -80,6 +97,27 @@ class RequestHead:
         return path.decode("latin-1"), query.decode("latin-1")
 
 
+def _index(headers: list, wanted: frozenset) -> tuple[list[bytes], dict[bytes, list[bytes]]]:
+    lnames = []
+    fields: dict[bytes, list[bytes]] = {}
+    for name, value in headers:
+        lname = name.lower()
+        lnames.append(lname)
+        if lname in wanted:
+            values = fields.get(lname)
+            if values is None:
+                fields[lname] = [value]
+            else:
+                values.append(value)
+    return lnames, fields
+
+
+def _tokens(values: list[bytes] | None) -> frozenset:
+    if not values:
+        return frozenset()
+    return frozenset(t.strip().lower() for v in values for t in v.split(b",") if t.strip())
+
+
 def analyse_request(head: RequestHead, max_header_size: int) -> None:
     """Fill in the framing fields and refuse what could be smuggled (RequestError 400).
 
@@ -88,31 +126,15 @@ def analyse_request(head: RequestHead, max_header_size: int) -> None:
     a final `chunked` (we accept exactly `chunked`, as nginx does). Refused before anything
     reaches a backend, and the connection is closed afterwards.
     """
-    content_lengths = []
-    transfer_encodings = []
-    hosts = []
-    connection = []
-    for name, value in head.headers:
-        lname = name.lower()
-        if lname == b"content-length":
-            content_lengths.append(value)
-        elif lname == b"transfer-encoding":
-            transfer_encodings.append(value)
-        elif lname == b"host":
-            hosts.append(value)
-        elif lname == b"connection":
-            connection.extend(t.strip().lower() for t in value.split(b","))
-        elif lname == b"upgrade":
-            head.upgrade = value.strip().lower()
-        elif lname == b"expect":
-            head.expect_continue = value.strip().lower() == b"100-continue"
-        elif lname == b"x-request-id":
-            head.request_id = value.strip()
+    head.lnames, fields = _index(head.headers, _REQUEST_FIELDS)
+    head.fields = fields
+    content_lengths = fields.get(b"content-length")
+    transfer_encodings = fields.get(b"transfer-encoding")
     if content_lengths and transfer_encodings:
         raise RequestError(400, "both Content-Length and Transfer-Encoding")
-    if len(content_lengths) > 1:
-        raise RequestError(400, "repeated Content-Length")
     if content_lengths:
+        if len(content_lengths) > 1:
+            raise RequestError(400, "repeated Content-Length")
         value = content_lengths[0].strip()
         if not value.isdigit() or len(value) > 18:
             raise RequestError(400, "malformed Content-Length")
@@ -123,28 +145,38 @@ def analyse_request(head: RequestHead, max_header_size: int) -> None:
         if head.version == "1.0":
             raise RequestError(400, "Transfer-Encoding in an HTTP/1.0 request")
         head.chunked = True
-    if len(hosts) > 1:
-        raise RequestError(400, "repeated Host header")
+    hosts = fields.get(b"host")
     if hosts:
+        if len(hosts) > 1:
+            raise RequestError(400, "repeated Host header")
         head.host = hosts[0].strip()
     elif head.version != "1.0":
         raise RequestError(400, "missing Host header")  # RFC 9112 section 3.2
-    if head.url.startswith((b"http://", b"https://")):
-        # Absolute form (RFC 9112 section 3.2.2): the authority in the URL wins over Host.
-        rest = head.url.split(b"://", 1)[1]
-        slash = rest.find(b"/")
-        authority, path = (rest, b"/") if slash < 0 else (rest[:slash], rest[slash:])
-        if not authority:
-            raise RequestError(400, "absolute URL without a host")
-        head.host = authority
-        head.url = path
-    elif not head.url.startswith(b"/") and not (head.url == b"*" and head.method == b"OPTIONS"):
-        raise RequestError(400, "request target must be a path")
-    head.connection_tokens = frozenset(connection)
+    url = head.url
+    if url[:1] != b"/":
+        if url.startswith((b"http://", b"https://")):
+            # Absolute form (RFC 9112 section 3.2.2): the authority in the URL wins over Host.
+            rest = url.split(b"://", 1)[1]
+            slash = rest.find(b"/")
+            authority, path = (rest, b"/") if slash < 0 else (rest[:slash], rest[slash:])
+            if not authority:
+                raise RequestError(400, "absolute URL without a host")
+            head.host = authority
+            head.url = path
+        elif not (url == b"*" and head.method == b"OPTIONS"):
+            raise RequestError(400, "request target must be a path")
+    if b"upgrade" in fields:
+        head.upgrade = fields[b"upgrade"][0].strip().lower()
+    if b"expect" in fields:
+        head.expect_continue = fields[b"expect"][0].strip().lower() == b"100-continue"
+    if b"x-request-id" in fields:
+        head.request_id = fields[b"x-request-id"][0].strip()
+    tokens = _tokens(fields.get(b"connection"))
+    head.connection_tokens = tokens
     if head.version == "1.0":
-        head.keep_alive = b"keep-alive" in head.connection_tokens
+        head.keep_alive = b"keep-alive" in tokens
     else:
-        head.keep_alive = b"close" not in head.connection_tokens
+        head.keep_alive = b"close" not in tokens
 
 
 def forward_request_head(head: RequestHead, *, host: bytes, client_ip: str, proto: bytes,
@@ -155,22 +187,16 @@ def forward_request_head(head: RequestHead, *, host: bytes, client_ip: str, prot
     X-Forwarded-For gets the client appended, X-Forwarded-Proto/-Port and X-Original-Host are set.
     The body is re-framed by the caller: Content-Length is kept, chunked stays chunked.
     """
-    drop = HOP_BY_HOP | _FORWARDING | head.connection_tokens
+    drop = _NOT_FORWARDED | head.connection_tokens if head.connection_tokens else _NOT_FORWARDED
     out = [head.method, b" ", head.url, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
-    xff = None
-    original_host = head.host or b""
-    for name, value in head.headers:
-        lname = name.lower()
-        if lname in drop or lname == b"host":
-            continue
-        if lname == b"x-forwarded-for":
-            xff = value if xff is None else xff + b", " + value
-            continue
-        out += (name, b": ", value, b"\r\n")
+    for (name, value), lname in zip(head.headers, head.lnames):
+        if lname not in drop:
+            out += (name, b": ", value, b"\r\n")
     ip = client_ip.encode("ascii")
-    out += (b"X-Forwarded-For: ", ip if xff is None else xff + b", " + ip,
+    xff = head.fields.get(b"x-forwarded-for")
+    out += (b"X-Forwarded-For: ", b", ".join(xff) + b", " + ip if xff else ip,
             b"\r\nX-Forwarded-Proto: ", proto, b"\r\nX-Forwarded-Port: ", port,
-            b"\r\nX-Original-Host: ", original_host, b"\r\n")
+            b"\r\nX-Original-Host: ", head.host or b"", b"\r\n")
     for name, value in extra:
         out += (name, b": ", value, b"\r\n")
     if upgrade:
@@ -182,45 +208,46 @@ def forward_request_head(head: RequestHead, *, host: bytes, client_ip: str, prot
 
 
 class ResponseHead:
-    __slots__ = ("status", "reason", "version", "headers", "content_length", "chunked",
-                 "keep_alive", "connection_tokens")
+    __slots__ = ("status", "reason", "version", "headers", "lnames", "fields", "content_length",
+                 "chunked", "keep_alive", "connection_tokens")
 
     def __init__(self, status: int, reason: bytes, version: str, headers: list):
         self.status = status
         self.reason = reason
         self.version = version
         self.headers = headers
+        self.lnames: list[bytes] = []
+        self.fields: dict[bytes, list[bytes]] = {}
         self.content_length: int | None = None
         self.chunked = False
         self.keep_alive = True
         self.connection_tokens: frozenset = frozenset()
 
     def header(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+        """First value of a header the gateway reads (name lower-case, in _RESPONSE_FIELDS)."""
+        values = self.fields.get(name)
+        return values[0] if values else None
 
 
 def analyse_response(head: ResponseHead) -> None:
-    connection = []
-    for name, value in head.headers:
-        lname = name.lower()
-        if lname == b"content-length":
-            v = value.strip()
-            if v.isdigit():
-                head.content_length = int(v)
-        elif lname == b"transfer-encoding":
-            head.chunked = value.strip().lower().endswith(b"chunked")
-        elif lname == b"connection":
-            connection.extend(t.strip().lower() for t in value.split(b","))
-    head.connection_tokens = frozenset(connection)
-    if head.chunked:
-        head.content_length = None
+    head.lnames, fields = _index(head.headers, _RESPONSE_FIELDS)
+    head.fields = fields
+    lengths = fields.get(b"content-length")
+    if lengths:
+        v = lengths[0].strip()
+        if v.isdigit():
+            head.content_length = int(v)
+    encodings = fields.get(b"transfer-encoding")
+    if encodings:
+        head.chunked = encodings[-1].strip().lower().endswith(b"chunked")
+        if head.chunked:
+            head.content_length = None
+    tokens = _tokens(fields.get(b"connection"))
+    head.connection_tokens = tokens
     if head.version == "1.0":
-        head.keep_alive = b"keep-alive" in head.connection_tokens
+        head.keep_alive = b"keep-alive" in tokens
     else:
-        head.keep_alive = b"close" not in head.connection_tokens
+        head.keep_alive = b"close" not in tokens
 
 
 def client_response_head(head: ResponseHead, *, framing: bytes, keep_alive: bool,
@@ -230,16 +257,14 @@ def client_response_head(head: ResponseHead, *, framing: bytes, keep_alive: bool
     `framing` is what the gateway decided: b"length" (keep Content-Length), b"chunked" (we
     chunk), b"close" (body ends at connection close) or b"none" (no body: HEAD, 204, 304, 1xx).
     """
-    drop = HOP_BY_HOP | head.connection_tokens
+    drop = HOP_BY_HOP | head.connection_tokens if head.connection_tokens else HOP_BY_HOP
+    if framing == b"chunked":
+        drop = drop | {b"content-length"}
     reason = head.reason or REASONS.get(head.status, "Unknown").encode()
-    out = [b"HTTP/1.1 ", str(head.status).encode(), b" ", reason, b"\r\n"]
-    for name, value in head.headers:
-        lname = name.lower()
-        if lname in drop:
-            continue
-        if lname == b"content-length" and framing == b"chunked":
-            continue
-        out += (name, b": ", value, b"\r\n")
+    out = [b"HTTP/1.1 %d " % head.status, reason, b"\r\n"]
+    for (name, value), lname in zip(head.headers, head.lnames):
+        if lname not in drop:
+            out += (name, b": ", value, b"\r\n")
     for name, value in extra:
         out += (name, b": ", value, b"\r\n")
     if framing == b"chunked":

@@ -3,12 +3,18 @@
 `event(level, name, **fields)` is the only way fastgw modules log. Each line carries a timestamp,
 the level, the event name and its fields, so operators can grep and parse them (jq) alike. The
 access log and firewall log (accesslog.py, waf.py) are separate streams with their own formats.
+
+Records go through a queue to a writer thread (logging's QueueHandler/QueueListener): a stderr
+that a supervisor reads slowly, or a full pipe, must never stall the event loop.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 import time
 
@@ -36,17 +42,38 @@ class JsonLineFormatter(logging.Formatter):
         return json.dumps(line, default=str, separators=(",", ":"))
 
 
+_listener: logging.handlers.QueueListener | None = None
+
+
 def setup(level: int = INFO, stream=None) -> None:
-    """Send fastgw's log lines to `stream` (stderr) as JSON; idempotent."""
+    """Send fastgw's log lines to `stream` (stderr) as JSON, through a writer thread; idempotent."""
+    global _listener
     for handler in list(logger.handlers):
         if getattr(handler, "_fastgw", False):
             logger.removeHandler(handler)
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonLineFormatter())
+    if _listener is not None:
+        _listener.stop()
+    output = logging.StreamHandler(stream or sys.stderr)
+    output.setFormatter(JsonLineFormatter())
+    records: queue.SimpleQueue = queue.SimpleQueue()
+    handler = logging.handlers.QueueHandler(records)
     handler._fastgw = True  # type: ignore[attr-defined]
+    _listener = logging.handlers.QueueListener(records, output)
+    _listener.start()
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+
+
+def flush() -> None:
+    """Write out every queued line (at exit)."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+
+
+atexit.register(flush)
 
 
 def event(level: int, name: str, **fields) -> None:

@@ -85,7 +85,7 @@ class HttpExchange:
         self.retry_ok = head.method in http1.IDEMPOTENT and not head.has_body
         self.last_error: UpstreamError | None = None
         settings = backend.settings
-        self.affinity = (affinity.requested(head.headers, settings.affinity_cookie_name)
+        self.affinity = (affinity.requested(head.fields.get(b"cookie"), settings.affinity_cookie_name)
                          if settings.cookie_affinity else None)
         # The transaction id of the access log; sent as X-Request-Id unless the client sent one.
         self.request_id = head.request_id or next_request_id()

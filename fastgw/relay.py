@@ -143,6 +143,7 @@ class WebSocketSession:
         if not self.open[leg]:
             return
         self.open[leg] = False
+        self.pumps[1 - leg].sink = None  # nothing can be written into this leg any more
         other = 1 - leg
         if self.open[other] and not self.sent_close[other]:
             if leg == BACKEND:
@@ -176,8 +177,8 @@ class WebSocketSession:
             self._gateway_close(leg, exc.code, exc.reason)
         # The offender's stream can no longer be parsed, so its Close reply could not be read:
         # fail the connection (RFC 6455 section 7.1.7), closing TCP right after our Close.
-        if self.open[leg] and not self.transports[leg].is_closing():
-            self.transports[leg].close()
+        if self.open[leg]:
+            self._close_leg(leg)
         if self.open[other] and not self.sent_close[other]:
             self._gateway_close(other, peer_code, peer_reason)
         self._reap()
@@ -193,7 +194,7 @@ class WebSocketSession:
         if into.scanner.at_boundary and not transport.is_closing():
             transport.write(frames.build_close(code, reason, mask=(leg == BACKEND)))
         else:
-            transport.abort()  # mid-frame: no frame of ours can be understood
+            self._close_leg(leg, abort=True)  # mid-frame: no frame of ours can be understood
         self._enter_closing()
 
     def _enter_closing(self) -> None:
@@ -204,12 +205,20 @@ class WebSocketSession:
     def _reap(self) -> None:
         """Close each leg whose close handshake is complete; end the session when both are gone."""
         for leg in (CLIENT, BACKEND):
-            transport = self.transports[leg]
-            if self.open[leg] and self.sent_close[leg] and self.got_close[leg] \
-                    and not transport.is_closing():
-                transport.close()  # flushes the last frames first
+            if self.open[leg] and self.sent_close[leg] and self.got_close[leg]:
+                self._close_leg(leg)  # flushes the last frames first
         if not self.open[CLIENT] and not self.open[BACKEND]:
             self._end()
+
+    def _close_leg(self, leg: int, abort: bool = False) -> None:
+        """Close one leg's TCP connection; nothing is forwarded into it afterwards (a write to
+        a closed uvloop transport raises)."""
+        self.pumps[1 - leg].forwarding = False
+        transport = self.transports[leg]
+        if abort:
+            transport.abort()
+        elif not transport.is_closing():
+            transport.close()
 
     def on_deadline(self) -> None:
         if self.state == State.OPEN:
@@ -226,7 +235,7 @@ class WebSocketSession:
             # The peers had close_timeout to answer; cut what is left.
             for leg in (CLIENT, BACKEND):
                 if self.open[leg]:
-                    self.transports[leg].abort()
+                    self._close_leg(leg, abort=True)
 
     @staticmethod
     def _forward(pump: Any, data: memoryview, n: int) -> None:

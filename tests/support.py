@@ -337,9 +337,28 @@ def run_cli(*args: str, timeout: float = 30, env: dict | None = None) -> subproc
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+class _Captured:
+    """A child's output in a temporary file: unlike a pipe nobody drains, it never fills up and
+    blocks the child. `read()` returns everything written so far."""
+
+    def __init__(self) -> None:
+        import tempfile
+        self.file = tempfile.TemporaryFile(mode="w+b")
+
+    def read(self) -> str:
+        self.file.seek(0)
+        return self.file.read().decode("utf-8", "replace")
+
+    def close(self) -> None:
+        self.file.close()
+
+
 def start_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "fastgw", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    out, err = _Captured(), _Captured()
+    proc = subprocess.Popen([sys.executable, "-m", "fastgw", *args], stdout=out.file,
+                            stderr=err.file, env={**os.environ, **(env or {})})
+    proc.stdout, proc.stderr = out, err  # type: ignore[assignment]
+    return proc
 
 
 def wait_port(port: int, timeout: float = 10.0, proc: subprocess.Popen | None = None) -> None:
