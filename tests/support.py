@@ -246,13 +246,18 @@ class RawBackend:
         self.server = self.lt.call(self._start())
 
     async def _start(self):
+        self.tasks: set = set()
+
         async def on_conn(reader, writer):
             self.connections += 1
+            task = asyncio.current_task()
+            self.tasks.add(task)
             try:
                 await self.handler(reader, writer)
-            except (ConnectionError, asyncio.IncompleteReadError):
+            except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
                 pass
             finally:
+                self.tasks.discard(task)
                 with contextlib.suppress(Exception):
                     writer.close()
         return await asyncio.start_server(on_conn, "127.0.0.1", self.port, reuse_address=True)
@@ -260,6 +265,9 @@ class RawBackend:
     def stop(self) -> None:
         async def close():
             self.server.close()
+            for task in list(self.tasks):
+                task.cancel()
+            await asyncio.sleep(0.05)
         with contextlib.suppress(Exception):
             self.lt.call(close(), timeout=5)
         self.lt.stop()
