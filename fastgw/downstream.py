@@ -56,6 +56,7 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, gateway: "Gateway", socket_key: tuple[str, int], tls: bool):
         self.gateway = gateway
         self.loop = gateway.loop
+        self.limits = gateway.config.gateway  # timeouts and sizes, as of the connection's start
         self.socket_key = socket_key
         self.proto = b"https" if tls else b"http"
         self.port_bytes = str(socket_key[1]).encode()
@@ -99,7 +100,7 @@ class ClientConnection(asyncio.Protocol):
                 cipher = ssl_object.cipher()
                 self.tls_info = (ssl_object.version() or "", cipher[0] if cipher else "")
         self.gateway.connection_opened(self)
-        self.deadline_at = self.loop.time() + self.gateway.config.gateway.header_timeout
+        self.deadline_at = self.loop.time() + self.limits.header_timeout
 
     def data_received(self, data: bytes) -> None:
         if self.state != State.HTTP or self.refused:
@@ -127,7 +128,7 @@ class ClientConnection(asyncio.Protocol):
             # A head still incomplete after this read: bound what llhttp buffers for it (one
             # read of slack over the limit; the exact limit applies per completed header).
             self.pending_head += len(data)
-            if self.pending_head > self.gateway.config.gateway.max_header_size + 65536:
+            if self.pending_head > self.limits.max_header_size + 65536:
                 self.refuse(431, "request head too large")
 
     def eof_received(self) -> bool:
@@ -171,26 +172,28 @@ class ClientConnection(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self.request_started = self.loop.time()
-        self.in_head = True
-        self.head_bytes = 0
-        self.pending_head = 0
-        self.url = b""
-        self.headers = []
-        if not self.queue:  # while an answer is in flight, its exchange owns the deadline
-            self.deadline_at = self.request_started + self.gateway.config.gateway.header_timeout
-
     def on_url(self, url: bytes) -> None:
+        if not self.in_head:
+            # The request's first callback (on_message_begin, merged here to save a call per
+            # request; llhttp may call on_url again for a URL split across reads).
+            self.request_started = now = self.loop.time()
+            self.in_head = True
+            self.head_bytes = len(url)
+            self.pending_head = 0
+            self.url = url
+            self.headers = []
+            if not self.queue:  # while an answer is in flight, its exchange owns the deadline
+                self.deadline_at = now + self.limits.header_timeout
+            return
         self.url += url
         self.head_bytes += len(url)
-        if self.head_bytes > self.gateway.config.gateway.max_header_size:
+        if self.head_bytes > self.limits.max_header_size:
             raise RequestError(431 if len(self.url) < 8192 else 414, "request head too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
         self.head_bytes += len(name) + len(value) + 4
-        if self.head_bytes > self.gateway.config.gateway.max_header_size:
+        if self.head_bytes > self.limits.max_header_size:
             raise RequestError(431, "request head too large")
 
     def on_headers_complete(self) -> None:
@@ -204,7 +207,7 @@ class ClientConnection(asyncio.Protocol):
         head.size = self.head_bytes + len(head.method) + 13
         self.headers = []
         self.requests += 1
-        http1.analyse_request(head, self.gateway.config.gateway.max_header_size)
+        http1.analyse_request(head, self.limits.max_header_size)
         if head.upgrade == b"websocket" and b"upgrade" in head.connection_tokens:
             # From here on the connection is no longer parsed as HTTP, even if the handshake
             # waits behind pipelined requests: what follows the head is WebSocket (or nothing).
@@ -259,9 +262,9 @@ class ClientConnection(asyncio.Protocol):
         if self.queue:
             self.queue[0].start()
         elif self.in_head:
-            self.deadline_at = self.request_started + self.gateway.config.gateway.header_timeout
+            self.deadline_at = self.request_started + self.limits.header_timeout
         else:
-            self.deadline_at = self.loop.time() + self.gateway.config.gateway.keepalive_timeout
+            self.deadline_at = self.loop.time() + self.limits.keepalive_timeout
 
     def upgraded(self, ex, session) -> None:
         """`ex` (the head of the queue) switched protocols: the session owns the transport now."""

@@ -22,7 +22,7 @@ from fastgw.errors import ConfigError, HandshakeError
 from fastgw.health import HealthChecker, probe_for, set_state
 from fastgw.http1 import RequestHead
 from fastgw.listener import bind_socket
-from fastgw.metrics import Metrics, Stats, close_code_label, status_class
+from fastgw.metrics import _CLASSES, Metrics, Stats, close_code_label, status_class
 from fastgw.local import LocalAnswer, redirect_location
 from fastgw.proxy import HttpExchange
 from fastgw.routing import Router
@@ -263,9 +263,10 @@ class Gateway:
         self.sweeper.discard(conn)
 
     def _route(self, client: ClientConnection, head: RequestHead):
-        path, _ = head.path_and_query()
-        host = head.host.decode("latin-1") if head.host else None
-        return self.router.match(client.socket_key, host, path)
+        url = head.url
+        q = url.find(b"?")
+        path = (url if q < 0 else url[:q]).decode("latin-1")
+        return self.router.match(client.socket_key, head.host, path)
 
     def http_exchange(self, client: ClientConnection, head: RequestHead) -> Any:
         route = self._route(client, head)
@@ -343,13 +344,6 @@ class Gateway:
         sni = probe.host or backend.settings.host_name or None
         return self.tls.client_context(backend.settings), sni
 
-    def request_extra(self, exchange) -> tuple:
-        if exchange.head.request_id is None:
-            return ((b"X-Request-Id", exchange.request_id),)
-        return ()
-
-    def response_extra(self, exchange) -> tuple:
-        return exchange.affinity_cookies()
 
     def count_probe(self, endpoint: Endpoint, ok: bool) -> None:
         backend = endpoint.backend
@@ -365,14 +359,15 @@ class Gateway:
         if route is not None:
             listener_name = route.listener.name
         else:
-            listener = self.router.listener_for(client.socket_key, head.host.decode("latin-1")
-                                                if head is not None and head.host else None)
+            listener = self.router.listener_for(client.socket_key,
+                                                head.host if head is not None else None)
             listener_name = listener.name if listener is not None else ""
         rule_name = route.rule.name if route is not None else ""
         backend = ex.backend
         pool = backend.pool.name if backend is not None else ""
         stats = self.stats
-        stats.requests[(listener_name, rule_name, pool, status_class(status))] += 1
+        stats.requests[(listener_name, rule_name, pool,
+                        _CLASSES[status // 100] if 100 <= status <= 599 else "other")] += 1
         websocket = type(ex) is WebSocketExchange
         if websocket:
             outcome = ("101" if status == 101 else "timeout" if status == 504
@@ -448,20 +443,6 @@ class Gateway:
             })
 
 
-def tune_gc() -> None:
-    """Garbage collection for a long-running server (as Instagram's and others' do): what was
-    built at startup (config, routes, rule sets, imported modules) is frozen out of the
-    collector's way, and the youngest generation is collected less often, because each request
-    allocates a few dozen short-lived objects that reference counting frees anyway."""
-    import gc
-    import os
-    if os.environ.get("FASTGW_GC_DEFAULT") == "1":
-        return
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20000, 20, 100)
-
-
 async def serve(config: Config, *, reload_from: str | None = None,
                 ready: asyncio.Event | None = None) -> int:
     """Run a gateway until SIGTERM or SIGINT; SIGHUP re-reads `reload_from`. Exit status."""
@@ -475,7 +456,6 @@ async def serve(config: Config, *, reload_from: str | None = None,
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(gateway, reload_from)))
     if ready is not None:
         ready.set()
-    tune_gc()
     log.event(log.INFO, "started", config=config.source)
     await stop.wait()
     log.event(log.INFO, "stopping", timeout=config.gateway.shutdown_timeout)

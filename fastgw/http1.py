@@ -112,9 +112,12 @@ def _index(headers: list, wanted: frozenset) -> tuple[list[bytes], dict[bytes, l
     return lnames, fields
 
 
+_NO_TOKENS: frozenset = frozenset()
+
+
 def _tokens(values: list[bytes] | None) -> frozenset:
     if not values:
-        return frozenset()
+        return _NO_TOKENS
     return frozenset(t.strip().lower() for v in values for t in v.split(b",") if t.strip())
 
 
@@ -171,7 +174,8 @@ def analyse_request(head: RequestHead, max_header_size: int) -> None:
         head.expect_continue = fields[b"expect"][0].strip().lower() == b"100-continue"
     if b"x-request-id" in fields:
         head.request_id = fields[b"x-request-id"][0].strip()
-    tokens = _tokens(fields.get(b"connection"))
+    connection = fields.get(b"connection")
+    tokens = _tokens(connection) if connection else _NO_TOKENS
     head.connection_tokens = tokens
     if head.version == "1.0":
         head.keep_alive = b"keep-alive" in tokens
@@ -242,7 +246,8 @@ def analyse_response(head: ResponseHead) -> None:
         head.chunked = encodings[-1].strip().lower().endswith(b"chunked")
         if head.chunked:
             head.content_length = None
-    tokens = _tokens(fields.get(b"connection"))
+    connection = fields.get(b"connection")
+    tokens = _tokens(connection) if connection else _NO_TOKENS
     head.connection_tokens = tokens
     if head.version == "1.0":
         head.keep_alive = b"keep-alive" in tokens

@@ -25,7 +25,7 @@ import httptools
 
 from fastgw import affinity, balancer, http1, log
 from fastgw.errors import UpstreamError
-from fastgw.upstream import UpstreamConnection, connect
+from fastgw.upstream import IDLE_TIMEOUT, UpstreamConnection, connect
 
 if TYPE_CHECKING:  # pragma: no cover
     from fastgw.backends import Backend, Endpoint
@@ -54,7 +54,7 @@ class HttpExchange:
 
     # httptools calls on_* methods of this object while parsing the backend's response.
     __slots__ = ("client", "head", "route", "backend", "state", "conn", "endpoint", "parser",
-                 "body", "body_bytes", "request_done", "resp_headers", "resp_reason",
+                 "body", "body_bytes", "request_done", "resp_headers",
                  "framing", "keep_client", "tried", "retry_ok", "started",
                  "upstream_started", "status", "sent_bytes", "received_bytes", "connect_task",
                  "client_paused_by_us", "response_head", "last_error", "affinity",
@@ -73,16 +73,15 @@ class HttpExchange:
         self.parser = None
         self.body: list[bytes] = []  # request body chunks waiting for the backend connection
         self.body_bytes = 0
-        self.request_done = not head.has_body
+        self.request_done = not (head.chunked or head.content_length)
         self.resp_headers: list = []
-        self.resp_reason = b""
         self.response_head: http1.ResponseHead | None = None
         self.framing = b"none"
         self.keep_client = head.keep_alive
         self.tried: tuple = ()
         # A request that failed on a reused keep-alive connection before any answer may be sent
         # again on a fresh one when repeating it is harmless: idempotent and without a body.
-        self.retry_ok = head.method in http1.IDEMPOTENT and not head.has_body
+        self.retry_ok = self.request_done and head.method in http1.IDEMPOTENT
         self.last_error: UpstreamError | None = None
         settings = backend.settings
         self.affinity = (affinity.requested(head.fields.get(b"cookie"), settings.affinity_cookie_name)
@@ -107,15 +106,16 @@ class HttpExchange:
 
     def start(self) -> None:
         """Called when this exchange reaches the head of the client's queue."""
-        loop = self.client.loop
-        self.started = loop.time()
-        self.sent_at_start = self.client.sent
-        waf = self.client.gateway.waf_for(self.route.listener)
-        if waf is not None:
-            self.waf = waf
-            self.state = INSPECTING
-            self._inspect_when_ready()
-            return
+        client = self.client
+        self.started = client.loop.time()
+        self.sent_at_start = client.sent
+        if client.gateway.wafs:
+            waf = client.gateway.waf_for(self.route.listener)
+            if waf is not None:
+                self.waf = waf
+                self.state = INSPECTING
+                self._inspect_when_ready()
+                return
         self._dispatch()
 
     def _inspect_when_ready(self) -> None:
@@ -169,12 +169,18 @@ class HttpExchange:
         self.tried += (endpoint,)
         self.state = CONNECTING
         client = self.client
-        client.deadline_at = client.loop.time() + self.backend.settings.request_timeout
-        conn = endpoint.take_idle(self.client.loop.time())
-        if conn is not None:
-            self._attach(conn)
-        else:
-            self.connect_task = self.client.loop.create_task(self._connect(endpoint))
+        now = client.loop.time()
+        client.deadline_at = now + self.backend.settings.request_timeout
+        # The most recently used idle keep-alive connection that is still good.
+        idle = endpoint.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since <= IDLE_TIMEOUT \
+                    and not conn.transport.is_closing():
+                self._attach(conn)
+                return
+            conn.close()
+        self.connect_task = client.loop.create_task(self._connect(endpoint))
 
     async def _connect(self, endpoint: "Endpoint") -> None:
         gateway = self.client.gateway
@@ -240,15 +246,18 @@ class HttpExchange:
             client.resume_reading_for(self)
 
     def request_head(self, upgrade: bool = False) -> bytes:
-        """The request head for the backend: Host kept or overridden, forwarding headers."""
+        """The request head for the backend: Host kept or overridden, forwarding headers, and
+        X-Request-Id (the access log's transactionId) unless the client sent one."""
         client = self.client
+        head = self.head
         settings = self.backend.settings
-        host = settings.host_name.encode() if settings.host_name else (self.head.host or b"")
+        host = settings.host_name.encode("latin-1") if settings.host_name else head.host or b""
+        extra = () if head.request_id is not None else ((b"X-Request-Id", self.request_id),)
         return http1.forward_request_head(
-            self.head, host=host, client_ip=client.peer_ip, proto=client.proto,
-            port=client.port_bytes, upgrade=upgrade, extra=client.gateway.request_extra(self))
+            head, host=host, client_ip=client.peer_ip, proto=client.proto,
+            port=client.port_bytes, upgrade=upgrade, extra=extra)
 
-    def affinity_cookies(self) -> tuple:
+    def response_extra(self) -> tuple:
         """Set-Cookie headers when this response pins (or re-pins) the client to a server."""
         endpoint = self.endpoint
         settings = self.backend.settings
@@ -308,17 +317,13 @@ class HttpExchange:
         out, self.out = self.out, []
         self.client.writelines(out)
 
-    def on_status(self, reason: bytes) -> None:
-        self.resp_reason = reason
-
     def on_header(self, name: bytes, value: bytes) -> None:
         self.resp_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self.parser
         status = parser.get_status_code()
-        head = http1.ResponseHead(status, self.resp_reason, parser.get_http_version(),
-                                  self.resp_headers)
+        head = http1.ResponseHead(status, b"", parser.get_http_version(), self.resp_headers)
         self.resp_headers = []
         client = self.client
         if status < 200:
@@ -330,8 +335,8 @@ class HttpExchange:
         http1.analyse_response(head)
         self.response_head = head
         self.status = status
-        self.server_latency = client.loop.time() - self.upstream_started
-        client.gateway.stats.observe_latency(self.backend.pool.name, self.server_latency)
+        latency = self.server_latency = client.loop.time() - self.upstream_started
+        client.gateway.stats.observe_latency(self.backend.pool.name, latency)
         req = self.head
         if req.method == b"HEAD" or status in (204, 304):
             framing = b"none"
@@ -345,7 +350,7 @@ class HttpExchange:
             self.keep_client = False
         self.framing = framing
         self.state = RESPONDING
-        extra = client.gateway.response_extra(self)
+        extra = self.response_extra() if self.backend.settings.cookie_affinity else ()
         self.out.append(http1.client_response_head(head, framing=framing, keep_alive=self.keep_client,
                                                    client_version=req.version, extra=extra))
         if framing == b"none":
@@ -361,21 +366,27 @@ class HttpExchange:
     def on_message_complete(self) -> None:
         if self.state != RESPONDING:
             return  # an interim (1xx) response ended; the final one follows
-        if self.framing == b"chunked":
-            self.out.append(http1.LAST_CHUNK)
-        self._flush()  # before the next pipelined answer can start
+        framing = self.framing
+        out = self.out
+        if framing == b"chunked":
+            out.append(http1.LAST_CHUNK)
+        client = self.client
+        self.out = []
+        client.writelines(out)  # before the next pipelined answer can start
         conn, self.conn = self.conn, None
         if conn is not None:
             head = self.response_head
-            reusable = (self.request_done and head.keep_alive and not self._close_delimited()
-                        and self.parser.should_keep_alive())
-            if reusable:
-                client = self.client
+            if (self.request_done and head.keep_alive and framing != b"close"
+                    and (head.content_length is not None or head.chunked or framing == b"none")
+                    and self.parser.should_keep_alive()):
                 conn.release(client.gateway.config.gateway.upstream_keepalive, client.loop.time())
             else:
                 conn.close()
-        self._release_endpoint()
-        self._finish()
+        if self.parser is not None:  # _release_endpoint, inline
+            self.endpoint.active -= 1
+            self.parser = None
+        self.state = DONE
+        client.exchange_done(self)
 
     def _close_delimited(self) -> bool:
         """The response body ends when the backend closes (RFC 9112 section 6.3 rule 8)."""

@@ -24,6 +24,8 @@ from urllib.parse import unquote
 
 from fastgw.config import Config, ListenerConfig, RuleConfig
 
+_MISSING = object()
+
 
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -33,10 +35,7 @@ class Route:
     rule: RuleConfig
     backend_pool: str | None = None
     backend_settings: str | None = None
-
-    @property
-    def is_redirect(self) -> bool:
-        return self.rule.type == "redirect"
+    is_redirect: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +107,7 @@ class Router:
                         exact[host] = sites[lst.name]
             wildcards.sort(key=lambda item: -len(item[0]))
             self.sockets[key] = _Socket(exact, tuple(wildcards), basic)
+        self._sites: dict = {}
 
     @staticmethod
     def _compile_rules(config: Config, listener: ListenerConfig) -> tuple[_PathMatcher, ...]:
@@ -117,7 +117,8 @@ class Router:
         for rule in rules:
             default = None
             if rule.type == "redirect" or rule.backend_pool is not None:
-                default = Route(listener, rule, rule.backend_pool, rule.backend_settings)
+                default = Route(listener, rule, rule.backend_pool, rule.backend_settings,
+                                rule.type == "redirect")
             patterns = []
             for path_map in rule.paths:
                 route = Route(listener, rule, path_map.backend_pool, path_map.backend_settings)
@@ -133,22 +134,48 @@ class Router:
         """The (bind, port) pairs to listen on."""
         return list(self.sockets)
 
-    def match(self, socket_key: tuple[str, int], host: str | None, path: str) -> Route | None:
+    def _site(self, socket_key: tuple[str, int], host: bytes | None) -> _Site | None:
+        """The listener (site) a Host header selects on a socket; remembered per Host value,
+        because a gateway sees the same few Host headers over and over."""
+        key = (socket_key, host)
+        site = self._sites.get(key, _MISSING)
+        if site is _MISSING:
+            sock = self.sockets.get(socket_key)
+            if sock is None:
+                site = None
+            elif host:
+                site = sock.site(normalize_host(host.decode("latin-1")))
+            else:
+                site = sock.basic
+            if len(self._sites) > 4096:  # Host headers are client input: keep the memo bounded
+                self._sites.clear()
+            self._sites[key] = site
+        return site
+
+    def match(self, socket_key: tuple[str, int], host: bytes | str | None, path: str
+              ) -> Route | None:
         """Route a request that arrived on `socket_key` with this Host header and URL path."""
-        sock = self.sockets.get(socket_key)
-        if sock is None:
-            return None
-        site = sock.site(normalize_host(host)) if host else sock.basic
+        if isinstance(host, str):
+            host = host.encode("latin-1")
+        site = self._site(socket_key, host)
         if site is None:
             return None
-        return site.match(normalize_path(path))
+        if "%" in path or "/." in path or "//" in path:
+            path = normalize_path(path)
+        for matcher in site.rules:
+            for pattern, is_prefix, route in matcher.patterns:
+                if path.startswith(pattern) if is_prefix else path == pattern:
+                    return route
+            if matcher.default is not None:
+                return matcher.default
+        return None
 
-    def listener_for(self, socket_key: tuple[str, int], host: str | None) -> ListenerConfig | None:
+    def listener_for(self, socket_key: tuple[str, int], host: bytes | str | None
+                     ) -> ListenerConfig | None:
         """The listener a Host selects (for TLS SNI, logs and WAF policy), or None."""
-        sock = self.sockets.get(socket_key)
-        if sock is None:
-            return None
-        site = sock.site(normalize_host(host)) if host else sock.basic
+        if isinstance(host, str):
+            host = host.encode("latin-1")
+        site = self._site(socket_key, host)
         return site.listener if site is not None else None
 
     def describe(self) -> list[str]:

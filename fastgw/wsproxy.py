@@ -73,8 +73,7 @@ class WebSocketExchange(HttpExchange):
     def on_headers_complete(self) -> None:
         parser = self.parser
         if parser.get_status_code() == 101:
-            head = http1.ResponseHead(101, self.resp_reason, parser.get_http_version(),
-                                      self.resp_headers)
+            head = http1.ResponseHead(101, b"", parser.get_http_version(), self.resp_headers)
             http1.analyse_response(head)
             self.switching = head
             self.resp_headers = []
@@ -97,7 +96,7 @@ class WebSocketExchange(HttpExchange):
         conn.exchange = None
         self.parser = None  # the endpoint's active count now belongs to the session
         client = self.client
-        client.write(handshake.client_101(head, client.gateway.response_extra(self)))
+        client.write(handshake.client_101(head, self.response_extra()))
         self.status = 101
         self.state = DONE
         session = WebSocketSession(client, conn, self, agreement.deflate)
