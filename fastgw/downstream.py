@@ -53,6 +53,12 @@ MAX_PIPELINED = 32
 class ClientConnection(asyncio.Protocol):
     """One client connection; httptools calls its on_* methods while parsing requests."""
 
+    __slots__ = ("gateway", "loop", "limits", "socket_key", "proto", "port_bytes", "transport",
+                 "state", "parser", "queue", "parsing", "write_paused", "pause_reasons",
+                 "peer_ip", "peer_port", "local_ip", "deadline_at", "in_head", "head_bytes",
+                 "pending_head", "url", "headers", "requests", "upgrade_exchange", "refused",
+                 "request_started", "sent", "tls_info", "__weakref__")
+
     def __init__(self, gateway: "Gateway", socket_key: tuple[str, int], tls: bool):
         self.gateway = gateway
         self.loop = gateway.loop

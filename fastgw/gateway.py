@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Any, Callable
+from typing import Any
 
 from fastgw import accesslog, admin, handshake, log
 from fastgw.accesslog import AccessLog
@@ -68,7 +68,6 @@ class Gateway:
         self.wafs: dict = {}  # WafConfig -> fastgw.waf.Waf, one per distinct policy in use
         self.firewall_log: AccessLog | None = None
         self._build_wafs(config)
-        self.on_session_end: list[Callable[[Any, dict], None]] = [self._session_ended]
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -303,11 +302,17 @@ class Gateway:
         self.sessions.add(session)
         self.stats.sessions[(session.route.rule.name, session.endpoint.backend.pool.name)] += 1
 
-    def session_ended(self, session, fields: dict) -> None:
+    def session_ended(self, session) -> None:
         self.sessions.discard(session)
         self.connection_closed(session.client)
-        for callback in self.on_session_end:
-            callback(session, fields)
+        stats = self.stats
+        stats.closes[(close_code_label(session.close_code), session.closed_by or "unknown")] += 1
+        for i, pump in enumerate(session.pumps):
+            stats.frames_closed[i] += pump.scanner.frames
+            stats.bytes_closed[i] += pump.scanner.bytes
+        stats.durations.observe(session.duration)
+        if self.access_log is not None:
+            self.access_log.write(self._session_record(session))
 
     def endpoint_failed(self, endpoint: Endpoint, reason: str) -> None:
         """A connect failure counts like a failed probe (passive health)."""
@@ -416,31 +421,28 @@ class Gateway:
         head = ex.head
         return (head.host or b"").decode("latin-1") if head is not None else ""
 
-    def _session_ended(self, session, fields: dict) -> None:
-        stats = self.stats
-        stats.closes[(close_code_label(session.close_code), session.closed_by or "unknown")] += 1
-        for i, pump in enumerate(session.pumps):
-            stats.frames_closed[i] += pump.scanner.frames
-            stats.bytes_closed[i] += pump.scanner.bytes
-        stats.durations.observe(fields["duration"])
-        if self.access_log is not None:
-            client = session.client
-            self.access_log.write({
-                "timeStamp": accesslog.timestamp(), "type": "session-end",
-                "clientIp": client.peer_ip, "clientPort": client.peer_port,
-                "requestUri": session.exchange.head.original_url.decode("latin-1"),
-                "listenerName": session.exchange.route.listener.name,
-                "ruleName": fields["rule"], "backendPoolName": fields["pool"],
-                "backendSettingName": session.exchange.backend.settings.name,
-                "serverRouted": fields["server"],
-                "transactionId": session.exchange.request_id.decode("latin-1"),
-                "duration": fields["duration"], "closeCode": fields["close_code"],
-                "closedBy": fields["closed_by"], "closeReason": fields["close_reason"],
-                "clientFrames": fields["client_frames"], "clientBytes": fields["client_bytes"],
-                "backendFrames": fields["backend_frames"], "backendBytes": fields["backend_bytes"],
-                "clientMessages": fields["client_messages"],
-                "backendMessages": fields["backend_messages"],
-            })
+    @staticmethod
+    def _session_record(session) -> dict:
+        """The access log's `session-end` line."""
+        fields = session.summary()
+        client = session.client
+        exchange = session.exchange
+        return {
+            "timeStamp": accesslog.timestamp(), "type": "session-end",
+            "clientIp": client.peer_ip, "clientPort": client.peer_port,
+            "requestUri": exchange.head.original_url.decode("latin-1"),
+            "listenerName": exchange.route.listener.name,
+            "ruleName": fields["rule"], "backendPoolName": fields["pool"],
+            "backendSettingName": exchange.backend.settings.name,
+            "serverRouted": fields["server"],
+            "transactionId": exchange.request_id.decode("latin-1"),
+            "duration": fields["duration"], "closeCode": fields["close_code"],
+            "closedBy": fields["closed_by"], "closeReason": fields["close_reason"],
+            "clientFrames": fields["client_frames"], "clientBytes": fields["client_bytes"],
+            "backendFrames": fields["backend_frames"], "backendBytes": fields["backend_bytes"],
+            "clientMessages": fields["client_messages"],
+            "backendMessages": fields["backend_messages"],
+        }
 
 
 async def serve(config: Config, *, reload_from: str | None = None,

@@ -25,12 +25,6 @@ def accept_key(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key.strip() + GUID).digest())
 
 
-def _tokens(value: bytes | None) -> list[bytes]:
-    if not value:
-        return []
-    return [t.strip().lower() for t in value.split(b",") if t.strip()]
-
-
 @dataclass(frozen=True, slots=True)
 class Offer:
     """What the client asked for, kept to check the backend's answer."""
@@ -54,7 +48,7 @@ def validate_request(head: http1.RequestHead) -> Offer:
     if head.has_body:
         raise HandshakeError(400, "WebSocket upgrade request must not have a body")
     fields = head.fields
-    if not any(b"websocket" in _tokens(v) for v in fields.get(b"upgrade", ())):
+    if b"websocket" not in http1._tokens(fields.get(b"upgrade")):
         raise HandshakeError(400, "Upgrade header must name websocket")
     if b"upgrade" not in head.connection_tokens:
         raise HandshakeError(400, "Connection header must contain 'upgrade'")
@@ -68,8 +62,8 @@ def validate_request(head: http1.RequestHead) -> Offer:
         raw = b""
     if len(raw) != 16:
         raise HandshakeError(400, "Sec-WebSocket-Key must be 16 bytes, base64-encoded")
-    versions = [t for v in fields.get(b"sec-websocket-version", ()) for t in _tokens(v)]
-    if versions != [b"13"]:
+    versions = fields.get(b"sec-websocket-version")
+    if not versions or len(versions) != 1 or versions[0].strip() != b"13":
         # Section 4.4: answer with the versions we speak.
         raise HandshakeError(426, "unsupported Sec-WebSocket-Version (13 is supported)",
                              headers=(("Sec-WebSocket-Version", "13"),))
@@ -96,9 +90,9 @@ class Agreement:
 
 def check_response(offer: Offer, head: http1.ResponseHead) -> Agreement:
     """Check a backend's 101 (section 4.1, the client's checks); raise UpstreamError(502)."""
-    if b"websocket" not in _tokens(head.header(b"upgrade")):
+    if b"websocket" not in http1._tokens(head.fields.get(b"upgrade")):
         raise UpstreamError(502, "backend 101 lacks 'Upgrade: websocket'")
-    if b"upgrade" not in _tokens(head.header(b"connection")):
+    if b"upgrade" not in head.connection_tokens:
         raise UpstreamError(502, "backend 101 lacks 'Connection: Upgrade'")
     accept = head.header(b"sec-websocket-accept")
     if accept is None or accept.strip() != accept_key(offer.key):

@@ -116,9 +116,18 @@ _NO_TOKENS: frozenset = frozenset()
 
 
 def _tokens(values: list[bytes] | None) -> frozenset:
+    """The comma-separated tokens of a header's values, lower-case (Connection, Upgrade)."""
     if not values:
         return _NO_TOKENS
-    return frozenset(t.strip().lower() for v in values for t in v.split(b",") if t.strip())
+    if len(values) == 1 and b"," not in values[0]:
+        return frozenset((values[0].strip().lower(),))
+    tokens = set()
+    for value in values:
+        for token in value.split(b","):
+            token = token.strip()
+            if token:
+                tokens.add(token.lower())
+    return frozenset(tokens)
 
 
 def analyse_request(head: RequestHead, max_header_size: int) -> None:

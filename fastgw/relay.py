@@ -44,6 +44,11 @@ class State(enum.IntEnum):
 
 
 class WebSocketSession:
+    __slots__ = ("client", "upstream", "exchange", "gateway", "loop", "endpoint", "route",
+                 "idle_timeout", "close_timeout", "pumps", "transports", "state", "sent_close",
+                 "got_close", "open", "close_code", "close_reason", "closed_by", "started",
+                 "duration", "ended")
+
     def __init__(self, client: "ClientConnection", upstream: "UpstreamConnection", exchange: Any,
                  deflate: bool):
         self.client = client
@@ -70,6 +75,7 @@ class WebSocketSession:
         self.close_reason = ""
         self.closed_by: str | None = None  # "client", "backend" or "gateway"
         self.started = time.monotonic()
+        self.duration = 0.0
         self.ended = False
 
     # -- setup -----------------------------------------------------------------------------
@@ -250,11 +256,20 @@ class WebSocketSession:
         self.state = State.CLOSED
         self.client.deadline_at = NEVER
         self.endpoint.active -= 1
+        self.duration = time.monotonic() - self.started
+        # The one structured line per session is the access log's "session-end" record
+        # (gateway.session_ended); the event log repeats it at debug level only.
+        if log.enabled(log.DEBUG):
+            log.event(log.DEBUG, "websocket_session_end", **self.summary())
+        self.gateway.session_ended(self)
+
+    def summary(self) -> dict:
+        """The session's end, for the logs: who, how long, how much each way, how it closed."""
         from_client, from_backend = self.pumps
         c, b = from_client.scanner, from_backend.scanner
-        fields = {
+        return {
             **self._ids(),
-            "duration": round(time.monotonic() - self.started, 3),
+            "duration": round(self.duration, 3),
             "close_code": self.close_code if self.close_code is not None else 1005,
             "closed_by": self.closed_by or "unknown",
             "close_reason": self.close_reason,
@@ -263,10 +278,6 @@ class WebSocketSession:
             "backend_frames": b.frames, "backend_bytes": from_backend.bytes_in,
             "backend_messages": b.messages,
         }
-        # One structured line per session is the access log's "session-end" record; the event
-        # log repeats it at debug level only (per-session chatter is not an operational event).
-        log.event(log.DEBUG, "websocket_session_end", **fields)
-        self.gateway.session_ended(self, fields)
 
     def _ids(self) -> dict:
         return {"rule": self.route.rule.name, "pool": self.endpoint.backend.pool.name,
