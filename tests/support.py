@@ -49,7 +49,17 @@ class LoopThread:
         self.loop.call_soon_threadsafe(fn, *args)
 
     def stop(self) -> None:
+        """Cancel what still runs on the loop (so no coroutine is left to die unfinished), then
+        stop it."""
+        async def cancel_all():
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
         if self.loop.is_running():
+            with contextlib.suppress(Exception):
+                self.call(cancel_all(), timeout=5)
             self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
 
