@@ -195,10 +195,10 @@ def _fastgw_unavailable() -> str | None:
     return None
 
 
-def _fastgw_prepare(ctx: ProxyContext) -> list[str]:
+def _fastgw_prepare(ctx: ProxyContext, extra: str = "") -> list[str]:
     exe = fastgw_binary()
     conf = ctx.workdir / "fastgw.toml"
-    conf.write_text(fastgw_config(ctx))
+    conf.write_text(fastgw_config(ctx) + extra)
     r = _run([exe, "check", str(conf)])
     if r.returncode != 0:
         raise ProxyUnavailable(f"`fastgw check` rejected the benchmark config (exit {r.returncode}):\n"
@@ -219,6 +219,30 @@ register(ProxySpec(
     stop_signal=signal.SIGTERM,
     description="fastgw serve (workers = $FASTGW_BENCH_WORKERS, default 1)",
 ))
+
+
+# The WAF's cost (issue 9): the same fastgw with the OWASP CRS (Debian's modsecurity-crs) in
+# detection and in prevention mode; compare with FASTGW_BENCH_REFERENCE=fastgw.
+_CRS = os.environ.get("FASTGW_CRS_PATH", "/usr/share/modsecurity-crs")
+
+
+def _waf_unavailable() -> str | None:
+    if not os.path.isdir(os.path.join(_CRS, "rules")):
+        return f"no OWASP CRS in {_CRS} (apt-get install modsecurity-crs)"
+    return _fastgw_unavailable()
+
+
+for _mode in ("detection", "prevention"):
+    register(ProxySpec(
+        name=f"fastgw-waf-{_mode}",
+        prepare=lambda ctx, mode=_mode: _fastgw_prepare(
+            ctx, f'\n[waf]\nmode = "{mode}"\ncrs_path = "{_CRS}"\n'),
+        unavailable=_waf_unavailable,
+        required=False,
+        min_processes=1,
+        stop_signal=signal.SIGTERM,
+        description=f"fastgw with the OWASP CRS in {_mode} mode",
+    ))
 
 
 def selected() -> list[ProxySpec]:
