@@ -55,7 +55,7 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = ("gateway", "loop", "limits", "socket_key", "proto", "port_bytes", "transport",
                  "state", "parser", "queue", "parsing", "write_paused", "pause_reasons",
-                 "peer_ip", "peer_port", "local_ip", "deadline_at", "in_head", "head_bytes",
+                 "peer_ip", "peer_port", "deadline_at", "in_head", "head_bytes",
                  "pending_head", "url", "headers", "requests", "upgrade_exchange", "refused",
                  "request_started", "sent", "tls_info", "__weakref__")
 
@@ -87,7 +87,6 @@ class ClientConnection(asyncio.Protocol):
         self.request_started = 0.0
         self.sent = 0  # bytes written to the client (access log sentBytes)
         self.tls_info: tuple[str, str] | None = None  # (protocol version, cipher) on https
-        self.local_ip = ""
 
     # -- asyncio protocol ------------------------------------------------------------------
 
@@ -96,9 +95,6 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer_ip, self.peer_port = peer[0], peer[1]
-        local = transport.get_extra_info("sockname")
-        if isinstance(local, tuple):
-            self.local_ip = local[0]
         # TCP_NODELAY: uvloop and asyncio set it on every TCP transport already.
         if self.proto == b"https":
             ssl_object = transport.get_extra_info("ssl_object")
@@ -177,6 +173,12 @@ class ClientConnection(asyncio.Protocol):
                 conn.transport.resume_reading()
 
     # -- httptools callbacks ---------------------------------------------------------------
+
+    @property
+    def local_ip(self) -> str:
+        """The address the client connected to (only the WAF asks: a system call saved)."""
+        local = self.transport.get_extra_info("sockname") if self.transport is not None else None
+        return local[0] if isinstance(local, tuple) else ""
 
     def on_url(self, url: bytes) -> None:
         if not self.in_head:
