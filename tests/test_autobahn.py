@@ -9,32 +9,17 @@ see tests/autobahn_suite/README.md), which keeps the run near a minute.
 
 from __future__ import annotations
 
-import os
 import signal
-import warnings
 
 import pytest
 
 from autobahn_suite.echo_backend import start_echo_backend
-from autobahn_suite.harness import (CI_CASES, CI_DEFLATE_SAMPLE, CI_SLOW_9_EXCLUDED,
-                                    WstestUnavailable, counts, describe, ensure_wstest,
-                                    failed_cases, run_fuzzingclient, summary)
+from autobahn_suite.fixtures import wstest  # noqa: F401 (a fixture)
+from autobahn_suite.harness import (CI_CASES, CI_DEFLATE_SAMPLE, CI_SLOW_9_EXCLUDED, counts,
+                                    describe, failed_cases, run_fuzzingclient, summary)
 from support import free_port, start_cli, wait_port
 
 pytestmark = pytest.mark.autobahn
-
-
-@pytest.fixture(scope="module")
-def wstest() -> str:
-    try:
-        return ensure_wstest()
-    except WstestUnavailable as exc:
-        reason = exc.reason
-    message = f"AUTOBAHN TESTSUITE UNAVAILABLE, Autobahn tests NOT RUN: {reason}"
-    if os.environ.get("FASTGW_AUTOBAHN_REQUIRED") == "1":
-        pytest.fail(message, pytrace=False)
-    warnings.warn(message, pytest.PytestWarning)
-    pytest.skip(message)
 
 
 @pytest.mark.timeout(900)

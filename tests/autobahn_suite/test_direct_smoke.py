@@ -11,18 +11,15 @@ instead (for CI machines known to have python2.7).
 
 from __future__ import annotations
 
-import os
 import time
-import warnings
 
 import pytest
 
 from .echo_backend import start_echo_backend
+from .fixtures import wstest  # noqa: F401 (a fixture)
 from .harness import (
-    WstestUnavailable,
     compare,
     describe,
-    ensure_wstest,
     failed_cases,
     run_fuzzingclient,
     summary,
@@ -34,18 +31,6 @@ pytestmark = pytest.mark.autobahn
 # fragmented message, permessage-deflate
 SMOKE_CASES = ("1.1.1", "1.2.1", "2.1", "5.1", "5.6", "6.3.1", "7.1.5", "12.1.1")
 
-
-@pytest.fixture(scope="session")
-def wstest() -> str:
-    try:
-        return ensure_wstest()
-    except WstestUnavailable as exc:
-        reason = exc.reason
-    message = f"AUTOBAHN TESTSUITE UNAVAILABLE, Autobahn tests NOT RUN: {reason}"
-    if os.environ.get("FASTGW_AUTOBAHN_REQUIRED") == "1":
-        pytest.fail(message, pytrace=False)
-    warnings.warn(message, pytest.PytestWarning)
-    pytest.skip(message)
 
 
 @pytest.fixture
