@@ -35,7 +35,8 @@ class Endpoint:
         self.index = index
         self.state = HEALTHY  # until a probe says otherwise
         self.active = 0  # open requests and WebSocket sessions (least_connections)
-        self.idle: list[UpstreamConnection] = []  # keep-alive connections, most recent last
+        # Idle keep-alive connections, most recent last; HttpExchange._dispatch pops from the end.
+        self.idle: list[UpstreamConnection] = []
         self.requests = 0
         self.failures = 0
         self.consecutive_failures = 0
@@ -49,15 +50,6 @@ class Endpoint:
     @property
     def available(self) -> bool:
         return self.state == HEALTHY
-
-    def take_idle(self, now: float) -> "UpstreamConnection | None":
-        """The most recently used idle keep-alive connection that is still open."""
-        idle = self.idle
-        while idle:
-            conn = idle.pop()
-            if conn.reusable(now):
-                return conn
-        return None
 
     def put_idle(self, conn: "UpstreamConnection", limit: int) -> None:
         if len(self.idle) >= limit:

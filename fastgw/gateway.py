@@ -22,7 +22,7 @@ from fastgw.errors import ConfigError, HandshakeError
 from fastgw.health import HealthChecker, probe_for, set_state
 from fastgw.http1 import RequestHead
 from fastgw.listener import bind_socket
-from fastgw.metrics import _CLASSES, Metrics, Stats, close_code_label, status_class
+from fastgw.metrics import Metrics, Stats, close_code_label, status_class
 from fastgw.local import LocalAnswer, redirect_location
 from fastgw.proxy import HttpExchange
 from fastgw.routing import Router
@@ -371,12 +371,11 @@ class Gateway:
         backend = ex.backend
         pool = backend.pool.name if backend is not None else ""
         stats = self.stats
-        stats.requests[(listener_name, rule_name, pool,
-                        _CLASSES[status // 100] if 100 <= status <= 599 else "other")] += 1
+        code_class = status_class(status)
+        stats.requests[(listener_name, rule_name, pool, code_class)] += 1
         websocket = type(ex) is WebSocketExchange
         if websocket:
-            outcome = ("101" if status == 101 else "timeout" if status == 504
-                       else status_class(status))
+            outcome = "101" if status == 101 else "timeout" if status == 504 else code_class
             stats.upgrades[(outcome,)] += 1
         if self.access_log is None:
             return

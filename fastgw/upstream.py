@@ -66,14 +66,6 @@ class UpstreamConnection(asyncio.Protocol):
         if exchange is not None:
             exchange.upstream_resume_writing()
 
-    def reusable(self, now: float) -> bool:
-        if self.closed or self.transport is None or self.transport.is_closing():
-            return False
-        if now - self.idle_since > IDLE_TIMEOUT:
-            self.close()
-            return False
-        return True
-
     def release(self, limit: int, now: float) -> None:
         """The response completed cleanly: park the connection for the next request."""
         self.exchange = None
