@@ -447,10 +447,11 @@ class Gateway:
 async def serve(config: Config, *, reload_from: str | None = None,
                 ready: asyncio.Event | None = None) -> int:
     """Run a gateway until SIGTERM or SIGINT; SIGHUP re-reads `reload_from`. Exit status."""
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_loop_error)
     gateway = Gateway(config)
     await gateway.start()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if reload_from is not None:
@@ -462,6 +463,18 @@ async def serve(config: Config, *, reload_from: str | None = None,
     log.event(log.INFO, "stopping", timeout=config.gateway.shutdown_timeout)
     await gateway.stop()
     return 0
+
+
+def _loop_error(loop, context: dict) -> None:
+    """What the event loop could not hand to anyone (an exception in a callback): one JSON log
+    line with the traceback, in the format of every other line, instead of asyncio's text."""
+    exc = context.get("exception")
+    fields = {"message": context.get("message", "")}
+    if exc is not None:
+        import traceback
+        fields["error"] = repr(exc)
+        fields["traceback"] = "".join(traceback.format_exception(exc))
+    log.event(log.ERROR, "loop_error", **fields)
 
 
 async def _reload(gateway: Gateway, path: str) -> None:

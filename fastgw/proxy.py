@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import traceback
 from typing import TYPE_CHECKING
 
 import httptools
@@ -38,6 +39,17 @@ WAITING, INSPECTING, CONNECTING, SENT, RESPONDING, DONE = range(6)
 # without a system call per request.
 _ID_PREFIX = os.urandom(8).hex()
 _id_counter = itertools.count(1)
+
+
+def parser_failure(what: str, exc: Exception) -> str:
+    """The cause of a failed parse: the backend's bytes, or (a callback raised) our own bug,
+    which is logged with its traceback rather than blamed on the backend."""
+    if isinstance(exc, httptools.HttpParserCallbackError) and exc.__context__ is not None:
+        error = exc.__context__
+        log.event(log.ERROR, "internal_error", where="response callback", error=repr(error),
+                  traceback="".join(traceback.format_exception(error)))
+        return f"internal error while relaying the response: {error!r}"
+    return f"{what}: {exc}"
 
 
 def next_request_id() -> bytes:
@@ -126,6 +138,11 @@ class HttpExchange:
         over = limit is not None and (self.body_bytes > limit or (
             head.content_length is not None and head.content_length > limit))
         if limit is not None and not self.request_done and not over:
+            if head.expect_continue and not self.body_bytes:
+                # The WAF needs the body before any backend sees the request: invite it now,
+                # as nginx does when it reads a body itself (RFC 9110 section 10.1.1).
+                head.expect_continue = False
+                self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             return  # request_body / request_complete call again
         self.waf = None
         client = self.client
@@ -307,7 +324,7 @@ class HttpExchange:
             # A 101 to a plain request (we never asked for one): refuse it.
             self.fail(UpstreamError(502, "backend switched protocols on a plain request"))
         except httptools.HttpParserError as exc:
-            self.fail(UpstreamError(502, f"invalid response from backend: {exc}"))
+            self.fail(UpstreamError(502, parser_failure("invalid response from backend", exc)))
         if self.out:
             self._flush()
 

@@ -17,7 +17,7 @@ import httptools
 
 from fastgw import handshake, http1, log
 from fastgw.errors import UpstreamError
-from fastgw.proxy import DONE, HttpExchange
+from fastgw.proxy import DONE, HttpExchange, parser_failure
 from fastgw.relay import WebSocketSession
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,7 +68,7 @@ class WebSocketExchange(HttpExchange):
         except httptools.HttpParserUpgrade as exc:
             self._switch(data[exc.args[0]:])
         except httptools.HttpParserError as exc:
-            self.fail(UpstreamError(502, f"invalid handshake response from backend: {exc}"))
+            self.fail(UpstreamError(502, parser_failure("invalid handshake response from backend", exc)))
 
     def on_headers_complete(self) -> None:
         parser = self.parser

@@ -237,3 +237,18 @@ def test_check_reports_rule_file_errors(tmp_path, capsys):
     assert cli.main(["check", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path}:waf.custom_rules[0]:" in err and "bad.conf" in err and "line" in err
+
+
+def test_expect_continue_when_the_waf_reads_the_body(prevention):
+    """The WAF needs the body before any backend is contacted: the gateway itself says 100."""
+    import socket
+    gw = prevention
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
+        s.sendall(b"POST /form HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded"
+                  b"\r\nContent-Length: 9\r\nExpect: 100-continue\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 100 Continue")
+        s.sendall(b"name=fred")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(65536)
+        assert data.startswith(b"HTTP/1.1 200")
