@@ -143,6 +143,10 @@ class HttpExchange:
                 # as nginx does when it reads a body itself (RFC 9110 section 10.1.1).
                 head.expect_continue = False
                 self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                # The backend gets the whole body at once: no Expect for it to answer.
+                kept = [i for i, lname in enumerate(head.lnames) if lname != b"expect"]
+                head.headers = [head.headers[i] for i in kept]
+                head.lnames = [head.lnames[i] for i in kept]
             return  # request_body / request_complete call again
         self.waf = None
         client = self.client
