@@ -36,3 +36,23 @@ def c_module():
     if _NO_EXT:
         pytest.skip("FASTGW_NO_EXTENSIONS=1: the C module is not in use")
     return _c_module()
+
+
+@pytest.fixture
+def gateway_for():
+    """make(servers, **gateway_toml options) -> a GatewayThread (with .port) on a free port in
+    front of those servers; all of them stopped after the test."""
+    from support import GatewayThread, free_port, gateway_toml
+
+    started = []
+
+    def make(servers, **kw):
+        port = free_port()
+        gw = GatewayThread(gateway_toml(port, servers, **kw))
+        gw.port = port
+        started.append(gw)
+        return gw
+
+    yield make
+    for gw in started:
+        gw.stop()

@@ -21,22 +21,6 @@ def backend():
     b.stop()
 
 
-@pytest.fixture
-def gateway_for():
-    started = []
-
-    def make(servers, **kw):
-        port = free_port()
-        gw = GatewayThread(gateway_toml(port, servers, **kw))
-        gw.port = port
-        started.append(gw)
-        return gw
-
-    yield make
-    for gw in started:
-        gw.stop()
-
-
 def get(url: str, **kw):
     async def go():
         async with aiohttp.ClientSession() as s:

@@ -28,19 +28,9 @@ def wsb():
 
 
 @pytest.fixture
-def gw_factory():
-    made = []
-
-    def make(backend_port, **kw):
-        port = free_port()
-        gw = GatewayThread(ws_gateway_toml(port, backend_port, **kw))
-        gw.port = port
-        made.append(gw)
-        return gw
-
-    yield make
-    for gw in made:
-        gw.stop()
+def gw_factory(gateway_for):
+    """A gateway in front of one WebSocket backend port."""
+    return lambda backend_port, **kw: gateway_for([f"127.0.0.1:{backend_port}"], **kw)
 
 
 def run(coro):
