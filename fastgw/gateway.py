@@ -262,10 +262,7 @@ class Gateway:
         self.sweeper.discard(conn)
 
     def _route(self, client: ClientConnection, head: RequestHead):
-        url = head.url
-        q = url.find(b"?")
-        path = (url if q < 0 else url[:q]).decode("latin-1")
-        return self.router.match(client.socket_key, head.host, path)
+        return self.router.match(client.socket_key, head.host, head.path())
 
     def http_exchange(self, client: ClientConnection, head: RequestHead) -> Any:
         route = self._route(client, head)

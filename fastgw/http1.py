@@ -87,14 +87,18 @@ class RequestHead:
         values = self.fields.get(name)
         return values[0] if values else None
 
-    def path_and_query(self) -> tuple[str, str]:
+    def path(self) -> str:
+        """The URL path, without query or fragment (what routing matches)."""
         url = self.url
+        end = url.find(b"?")
+        if end < 0:
+            end = url.find(b"#")
+        return (url if end < 0 else url[:end]).decode("latin-1")
+
+    def path_and_query(self) -> tuple[str, str]:
+        url = self.url.split(b"#", 1)[0]
         q = url.find(b"?")
-        path, query = (url, b"") if q < 0 else (url[:q], url[q + 1:])
-        h = path.find(b"#")
-        if h >= 0:
-            path = path[:h]
-        return path.decode("latin-1"), query.decode("latin-1")
+        return self.path(), ("" if q < 0 else url[q + 1:].decode("latin-1"))
 
 
 def _index(headers: list, wanted: frozenset) -> tuple[list[bytes], dict[bytes, list[bytes]]]:

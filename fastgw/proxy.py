@@ -403,9 +403,7 @@ class HttpExchange:
                 conn.release(client.gateway.config.gateway.upstream_keepalive, client.loop.time())
             else:
                 conn.close()
-        if self.parser is not None:  # _release_endpoint, inline
-            self.endpoint.active -= 1
-            self.parser = None
+        self._release_endpoint()
         self.state = DONE
         client.exchange_done(self)
 

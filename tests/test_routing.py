@@ -160,3 +160,10 @@ def test_normalize_host():
 def test_describe_lists_every_route():
     text = "\n".join(router().describe())
     assert "/api/*" in text and "redirect 301" in text and "hosts: *.example.org" in text
+
+
+def test_request_path_drops_query_and_fragment():
+    from fastgw.http1 import RequestHead
+    assert RequestHead(b"GET", b"/a/b?x=1#f", "1.1", []).path() == "/a/b"
+    assert RequestHead(b"GET", b"/a#frag", "1.1", []).path() == "/a"
+    assert RequestHead(b"GET", b"/a?q=1#f", "1.1", []).path_and_query() == ("/a", "q=1")
