@@ -18,7 +18,6 @@ Timeouts: `header_timeout` from the first byte of a request head to its end (408
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -50,8 +49,11 @@ PAUSE_PIPELINE = 2  # too many pipelined requests waiting
 MAX_PIPELINED = 32
 
 
-class ClientConnection(asyncio.Protocol):
-    """One client connection; httptools calls its on_* methods while parsing requests."""
+class ClientConnection:
+    """One client connection; httptools calls its on_* methods while parsing requests.
+
+    An asyncio protocol by its methods (the event loop needs no base class): compiled, it is an
+    extension type (downstream.pxd), which cannot derive from asyncio.Protocol."""
 
     __slots__ = ("gateway", "loop", "limits", "socket_key", "proto", "port_bytes", "transport",
                  "state", "parser", "queue", "parsing", "write_paused", "pause_reasons",

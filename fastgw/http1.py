@@ -32,6 +32,9 @@ REASONS = {
     502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
 
+_REASON_BYTES = {status: reason.encode() for status, reason in REASONS.items()}
+_CONTENT_LENGTH = frozenset({b"content-length"})
+
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
 
@@ -196,7 +199,7 @@ def analyse_request(head: RequestHead, max_header_size: int) -> None:
         head.keep_alive = b"close" not in tokens
 
 
-def forward_request_head(head: RequestHead, *, host: bytes, client_ip: str, proto: bytes,
+def forward_request_head(head: RequestHead, host: bytes, client_ip: str, proto: bytes,
                          port: bytes, upgrade: bool = False, extra: tuple = ()) -> bytes:
     """The request head sent to a backend, always HTTP/1.1 (RFC 9110 section 7.6).
 
@@ -206,16 +209,20 @@ def forward_request_head(head: RequestHead, *, host: bytes, client_ip: str, prot
     """
     drop = _NOT_FORWARDED | head.connection_tokens if head.connection_tokens else _NOT_FORWARDED
     out = [head.method, b" ", head.url, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
-    for (name, value), lname in zip(head.headers, head.lnames):
-        if lname not in drop:
-            out += (name, b": ", value, b"\r\n")
+    headers = head.headers
+    lnames = head.lnames
+    n = len(headers)
+    for i in range(n):  # indexes, not zip(): the compiled module turns this into a C loop
+        if lnames[i] not in drop:
+            pair = headers[i]
+            out += (pair[0], b": ", pair[1], b"\r\n")
     ip = client_ip.encode("ascii")
     xff = head.fields.get(b"x-forwarded-for")
     out += (b"X-Forwarded-For: ", b", ".join(xff) + b", " + ip if xff else ip,
             b"\r\nX-Forwarded-Proto: ", proto, b"\r\nX-Forwarded-Port: ", port,
             b"\r\nX-Original-Host: ", head.host or b"", b"\r\n")
-    for name, value in extra:
-        out += (name, b": ", value, b"\r\n")
+    for pair in extra:
+        out += (pair[0], b": ", pair[1], b"\r\n")
     if upgrade:
         out.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
     elif head.chunked:
@@ -268,7 +275,7 @@ def analyse_response(head: ResponseHead) -> None:
         head.keep_alive = b"close" not in tokens
 
 
-def client_response_head(head: ResponseHead, *, framing: bytes, keep_alive: bool,
+def client_response_head(head: ResponseHead, framing: bytes, keep_alive: bool,
                          client_version: str, extra: tuple = ()) -> bytes:
     """The response head sent to the client.
 
@@ -277,14 +284,18 @@ def client_response_head(head: ResponseHead, *, framing: bytes, keep_alive: bool
     """
     drop = HOP_BY_HOP | head.connection_tokens if head.connection_tokens else HOP_BY_HOP
     if framing == b"chunked":
-        drop = drop | {b"content-length"}
-    reason = head.reason or REASONS.get(head.status, "Unknown").encode()
+        drop = drop | _CONTENT_LENGTH
+    reason = head.reason or _REASON_BYTES.get(head.status) or b"Unknown"
     out = [b"HTTP/1.1 %d " % head.status, reason, b"\r\n"]
-    for (name, value), lname in zip(head.headers, head.lnames):
-        if lname not in drop:
-            out += (name, b": ", value, b"\r\n")
-    for name, value in extra:
-        out += (name, b": ", value, b"\r\n")
+    headers = head.headers
+    lnames = head.lnames
+    n = len(headers)
+    for i in range(n):
+        if lnames[i] not in drop:
+            pair = headers[i]
+            out += (pair[0], b": ", pair[1], b"\r\n")
+    for pair in extra:
+        out += (pair[0], b": ", pair[1], b"\r\n")
     if framing == b"chunked":
         out.append(b"Transfer-Encoding: chunked\r\n")
     if not keep_alive:

@@ -274,9 +274,8 @@ class HttpExchange:
         settings = self.backend.settings
         host = settings.host_name.encode("latin-1") if settings.host_name else head.host or b""
         extra = () if head.request_id is not None else ((b"X-Request-Id", self.request_id),)
-        return http1.forward_request_head(
-            head, host=host, client_ip=client.peer_ip, proto=client.proto,
-            port=client.port_bytes, upgrade=upgrade, extra=extra)
+        return http1.forward_request_head(head, host, client.peer_ip, client.proto,
+                                          client.port_bytes, upgrade, extra)
 
     def response_extra(self) -> tuple:
         """Set-Cookie headers when this response pins (or re-pins) the client to a server."""
@@ -350,8 +349,7 @@ class HttpExchange:
         if status < 200:
             # Interim responses (100 Continue, 103 Early Hints) pass to HTTP/1.1 clients.
             if self.head.version != "1.0" and status != 101:
-                self.out.append(http1.client_response_head(head, framing=b"none", keep_alive=True,
-                                                           client_version="1.1"))
+                self.out.append(http1.client_response_head(head, b"none", True, "1.1"))
             return
         http1.analyse_response(head)
         self.response_head = head
@@ -372,8 +370,8 @@ class HttpExchange:
         self.framing = framing
         self.state = RESPONDING
         extra = self.response_extra() if self.backend.settings.cookie_affinity else ()
-        self.out.append(http1.client_response_head(head, framing=framing, keep_alive=self.keep_client,
-                                                   client_version=req.version, extra=extra))
+        self.out.append(http1.client_response_head(head, framing, self.keep_client,
+                                                   req.version, extra))
         if framing == b"none":
             # llhttp would wait for a HEAD response's announced body; the message ends here.
             self.on_message_complete()

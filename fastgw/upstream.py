@@ -19,7 +19,9 @@ from fastgw.backends import Endpoint
 IDLE_TIMEOUT = 4.0
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection:
+    """An asyncio protocol by its methods (no base class: compiled, it is an extension type)."""
+
     __slots__ = ("endpoint", "transport", "exchange", "closed", "uses", "idle_since", "paused")
 
     def __init__(self, endpoint: Endpoint):

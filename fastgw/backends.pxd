@@ -1,0 +1,10 @@
+# Pure-Python-mode declarations for Cython (fastgw/native.py).
+
+cdef class Endpoint:
+    cdef public object backend, address, host, port
+    cdef public Py_ssize_t index
+    cdef public object state
+    cdef public Py_ssize_t active
+    cdef public list idle
+    cdef public Py_ssize_t requests, failures, consecutive_failures
+    cdef public object last_probe, last_result, last_reason, affinity_id, name

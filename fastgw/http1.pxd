@@ -1,0 +1,53 @@
+# Pure-Python-mode declarations for Cython (fastgw/native.py): when setup.py compiles http1.py,
+# the heads become extension types with these fields and the functions below C functions with
+# typed locals. The .py beside this file is unchanged by it (and is the pure-Python twin).
+
+cimport cython
+
+cdef class RequestHead:
+    cdef public bytes method, url
+    cdef public str version
+    cdef public list headers, lnames
+    cdef public dict fields
+    cdef public object host, content_length
+    cdef public bint chunked, keep_alive, expect_continue
+    cdef public object upgrade
+    cdef public frozenset connection_tokens
+    cdef public bytes original_url
+    cdef public object request_id
+    cdef public double t0
+    cdef public Py_ssize_t size
+
+cdef class ResponseHead:
+    cdef public int status
+    cdef public bytes reason
+    cdef public str version
+    cdef public list headers, lnames
+    cdef public dict fields
+    cdef public object content_length
+    cdef public bint chunked, keep_alive
+    cdef public frozenset connection_tokens
+
+@cython.locals(lnames=list, fields=dict, name=bytes, value=bytes, lname=bytes, values=list)
+cpdef tuple _index(list headers, frozenset wanted)
+
+@cython.locals(tokens=set, value=bytes, token=bytes)
+cpdef frozenset _tokens(object values)
+
+@cython.locals(fields=dict, content_lengths=list, transfer_encodings=list, hosts=list,
+               value=bytes, url=bytes, tokens=frozenset, connection=list)
+cpdef analyse_request(RequestHead head, Py_ssize_t max_header_size)
+
+@cython.locals(drop=frozenset, out=list, name=bytes, value=bytes, lname=bytes, xff=list, ip=bytes,
+               i=Py_ssize_t, n=Py_ssize_t, headers=list, lnames=list, pair=tuple)
+cpdef bytes forward_request_head(RequestHead head, bytes host, str client_ip, bytes proto,
+                                 bytes port, bint upgrade=*, tuple extra=*)
+
+@cython.locals(fields=dict, lengths=list, encodings=list, v=bytes, tokens=frozenset,
+               connection=list)
+cpdef analyse_response(ResponseHead head)
+
+@cython.locals(drop=frozenset, out=list, name=bytes, value=bytes, lname=bytes, reason=bytes,
+               i=Py_ssize_t, n=Py_ssize_t, headers=list, lnames=list, pair=tuple)
+cpdef bytes client_response_head(ResponseHead head, bytes framing, bint keep_alive,
+                                 str client_version, tuple extra=*)
