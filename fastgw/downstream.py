@@ -59,12 +59,18 @@ class ClientConnection:
                  "state", "parser", "queue", "parsing", "write_paused", "pause_reasons",
                  "peer_ip", "peer_port", "deadline_at", "in_head", "head_bytes",
                  "pending_head", "url", "headers", "requests", "upgrade_exchange", "refused",
-                 "request_started", "sent", "tls_info", "__weakref__")
+                 "request_started", "sent", "tls_info", "header_timeout", "keepalive_timeout",
+                 "max_header_size", "upstream_keepalive", "__weakref__")
 
     def __init__(self, gateway: "Gateway", socket_key: tuple[str, int], tls: bool):
         self.gateway = gateway
         self.loop = gateway.loop
-        self.limits = gateway.config.gateway  # timeouts and sizes, as of the connection's start
+        limits = self.limits = gateway.config.gateway  # as of the connection's start
+        # Read per request: copied into plain (compiled: typed) fields once per connection.
+        self.header_timeout: float = limits.header_timeout
+        self.keepalive_timeout: float = limits.keepalive_timeout
+        self.max_header_size: int = limits.max_header_size
+        self.upstream_keepalive: int = limits.upstream_keepalive
         self.socket_key = socket_key
         self.proto = b"https" if tls else b"http"
         self.port_bytes = str(socket_key[1]).encode()
@@ -104,7 +110,7 @@ class ClientConnection:
                 cipher = ssl_object.cipher()
                 self.tls_info = (ssl_object.version() or "", cipher[0] if cipher else "")
         self.gateway.connection_opened(self)
-        self.deadline_at = self.loop.time() + self.limits.header_timeout
+        self.deadline_at = self.loop.time() + self.header_timeout
 
     def data_received(self, data: bytes) -> None:
         if self.state != State.HTTP or self.refused:
@@ -132,7 +138,7 @@ class ClientConnection:
             # A head still incomplete after this read: bound what llhttp buffers for it (one
             # read of slack over the limit; the exact limit applies per completed header).
             self.pending_head += len(data)
-            if self.pending_head > self.limits.max_header_size + 65536:
+            if self.pending_head > self.max_header_size + 65536:
                 self.refuse(431, "request head too large")
 
     def eof_received(self) -> bool:
@@ -193,17 +199,17 @@ class ClientConnection:
             self.url = url
             self.headers = []
             if not self.queue:  # while an answer is in flight, its exchange owns the deadline
-                self.deadline_at = now + self.limits.header_timeout
+                self.deadline_at = now + self.header_timeout
             return
         self.url += url
         self.head_bytes += len(url)
-        if self.head_bytes > self.limits.max_header_size:
+        if self.head_bytes > self.max_header_size:
             raise RequestError(431 if len(self.url) < 8192 else 414, "request head too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
         self.head_bytes += len(name) + len(value) + 4
-        if self.head_bytes > self.limits.max_header_size:
+        if self.head_bytes > self.max_header_size:
             raise RequestError(431, "request head too large")
 
     def on_headers_complete(self) -> None:
@@ -217,7 +223,7 @@ class ClientConnection:
         head.size = self.head_bytes + len(head.method) + 13
         self.headers = []
         self.requests += 1
-        http1.analyse_request(head, self.limits.max_header_size)
+        http1.analyse_request(head, self.max_header_size)
         if head.upgrade == b"websocket" and b"upgrade" in head.connection_tokens:
             # From here on the connection is no longer parsed as HTTP, even if the handshake
             # waits behind pipelined requests: what follows the head is WebSocket (or nothing).
@@ -272,9 +278,9 @@ class ClientConnection:
         if self.queue:
             self.queue[0].start()
         elif self.in_head:
-            self.deadline_at = self.request_started + self.limits.header_timeout
+            self.deadline_at = self.request_started + self.header_timeout
         else:
-            self.deadline_at = self.loop.time() + self.limits.keepalive_timeout
+            self.deadline_at = self.loop.time() + self.keepalive_timeout
 
     def upgraded(self, ex, session) -> None:
         """`ex` (the head of the queue) switched protocols: the session owns the transport now."""

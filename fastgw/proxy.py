@@ -71,7 +71,7 @@ class HttpExchange:
                  "upstream_started", "status", "sent_bytes", "received_bytes", "connect_task",
                  "client_paused_by_us", "response_head", "last_error", "affinity",
                  "request_id", "server_latency", "body_received", "sent_at_start", "error",
-                 "waf", "out")
+                 "waf", "out", "request_timeout", "cookie_affinity")
 
     def __init__(self, client: "ClientConnection", head: http1.RequestHead, route: "Route",
                  backend: "Backend"):
@@ -96,6 +96,8 @@ class HttpExchange:
         self.retry_ok = self.request_done and head.method in http1.IDEMPOTENT
         self.last_error: UpstreamError | None = None
         settings = backend.settings
+        self.request_timeout: float = settings.request_timeout  # read on every backend read
+        self.cookie_affinity: bool = settings.cookie_affinity
         self.affinity = (affinity.requested(head.fields.get(b"cookie"), settings.affinity_cookie_name)
                          if settings.cookie_affinity else None)
         # The transaction id of the access log; sent as X-Request-Id unless the client sent one.
@@ -191,7 +193,7 @@ class HttpExchange:
         self.state = CONNECTING
         client = self.client
         now = client.loop.time()
-        client.deadline_at = now + self.backend.settings.request_timeout
+        client.deadline_at = now + self.request_timeout
         # The most recently used idle keep-alive connection that is still good.
         idle = endpoint.idle
         while idle:
@@ -320,7 +322,7 @@ class HttpExchange:
         self.received_bytes += len(data)
         # request_timeout bounds each wait for the backend, as nginx's proxy_read_timeout.
         client = self.client
-        client.deadline_at = client.loop.time() + self.backend.settings.request_timeout
+        client.deadline_at = client.loop.time() + self.request_timeout
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -369,7 +371,7 @@ class HttpExchange:
             self.keep_client = False
         self.framing = framing
         self.state = RESPONDING
-        extra = self.response_extra() if self.backend.settings.cookie_affinity else ()
+        extra = self.response_extra() if self.cookie_affinity else ()
         self.out.append(http1.client_response_head(head, framing, self.keep_client,
                                                    req.version, extra))
         if framing == b"none":
@@ -398,7 +400,7 @@ class HttpExchange:
             if (self.request_done and head.keep_alive and framing != b"close"
                     and (head.content_length is not None or head.chunked or framing == b"none")
                     and self.parser.should_keep_alive()):
-                conn.release(client.gateway.config.gateway.upstream_keepalive, client.loop.time())
+                conn.release(client.upstream_keepalive, client.loop.time())
             else:
                 conn.close()
         self._release_endpoint()
