@@ -8,3 +8,9 @@ cdef class Endpoint:
     cdef public list idle
     cdef public Py_ssize_t requests, failures, consecutive_failures
     cdef public object last_probe, last_result, last_reason, affinity_id, name
+
+cdef class Backend:
+    cdef public object pool, settings
+    cdef public list endpoints
+    cdef public dict by_affinity
+    cdef public Py_ssize_t rr_next

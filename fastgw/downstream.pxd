@@ -19,6 +19,7 @@ cdef class ClientConnection:
     cdef public double request_started
     cdef public Py_ssize_t sent
     cdef public object tls_info
+    cdef public object clock
     cdef public double header_timeout, keepalive_timeout
     cdef public Py_ssize_t max_header_size, upstream_keepalive
     cdef object __weakref__

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from fastgw import http1, log
+from fastgw.http1 import RequestHead, analyse_request
 from fastgw.errors import HandshakeError, RequestError
 from fastgw.local import LocalAnswer
 from fastgw.timeouts import NEVER
@@ -60,11 +61,12 @@ class ClientConnection:
                  "peer_ip", "peer_port", "deadline_at", "in_head", "head_bytes",
                  "pending_head", "url", "headers", "requests", "upgrade_exchange", "refused",
                  "request_started", "sent", "tls_info", "header_timeout", "keepalive_timeout",
-                 "max_header_size", "upstream_keepalive", "__weakref__")
+                 "max_header_size", "upstream_keepalive", "clock", "__weakref__")
 
     def __init__(self, gateway: "Gateway", socket_key: tuple[str, int], tls: bool):
         self.gateway = gateway
         self.loop = gateway.loop
+        self.clock = gateway.loop.time  # the loop's clock, bound once (read several times a request)
         limits = self.limits = gateway.config.gateway  # as of the connection's start
         # Read per request: copied into plain (compiled: typed) fields once per connection.
         self.header_timeout: float = limits.header_timeout
@@ -110,7 +112,7 @@ class ClientConnection:
                 cipher = ssl_object.cipher()
                 self.tls_info = (ssl_object.version() or "", cipher[0] if cipher else "")
         self.gateway.connection_opened(self)
-        self.deadline_at = self.loop.time() + self.header_timeout
+        self.deadline_at = self.clock() + self.header_timeout
 
     def data_received(self, data: bytes) -> None:
         if self.state != State.HTTP or self.refused:
@@ -192,7 +194,7 @@ class ClientConnection:
         if not self.in_head:
             # The request's first callback (on_message_begin, merged here to save a call per
             # request; llhttp may call on_url again for a URL split across reads).
-            self.request_started = now = self.loop.time()
+            self.request_started = now = self.clock()
             self.in_head = True
             self.head_bytes = len(url)
             self.pending_head = 0
@@ -217,13 +219,13 @@ class ClientConnection:
         if not self.queue:
             self.deadline_at = NEVER
         parser = self.parser
-        head = http1.RequestHead(parser.get_method(), self.url, parser.get_http_version(),
+        head = RequestHead(parser.get_method(), self.url, parser.get_http_version(),
                                  self.headers)
         head.t0 = self.request_started
         head.size = self.head_bytes + len(head.method) + 13
         self.headers = []
         self.requests += 1
-        http1.analyse_request(head, self.max_header_size)
+        analyse_request(head, self.max_header_size)
         if head.upgrade == b"websocket" and b"upgrade" in head.connection_tokens:
             # From here on the connection is no longer parsed as HTTP, even if the handshake
             # waits behind pipelined requests: what follows the head is WebSocket (or nothing).
@@ -280,7 +282,7 @@ class ClientConnection:
         elif self.in_head:
             self.deadline_at = self.request_started + self.header_timeout
         else:
-            self.deadline_at = self.loop.time() + self.keepalive_timeout
+            self.deadline_at = self.clock() + self.keepalive_timeout
 
     def upgraded(self, ex, session) -> None:
         """`ex` (the head of the queue) switched protocols: the session owns the transport now."""

@@ -2,7 +2,7 @@
 # HttpExchange becomes an extension type whose fields below are typed, so that the exchange
 # reaches its client, heads, backend connection and server without generic attribute lookups.
 
-from fastgw.backends cimport Endpoint
+from fastgw.backends cimport Backend, Endpoint
 from fastgw.downstream cimport ClientConnection
 from fastgw.http1 cimport RequestHead, ResponseHead
 from fastgw.upstream cimport UpstreamConnection
@@ -10,7 +10,8 @@ from fastgw.upstream cimport UpstreamConnection
 cdef class HttpExchange:
     cdef public ClientConnection client
     cdef public RequestHead head
-    cdef public object route, backend
+    cdef public object route
+    cdef public Backend backend
     cdef public int state
     cdef public UpstreamConnection conn
     cdef public Endpoint endpoint

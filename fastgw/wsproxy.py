@@ -83,7 +83,7 @@ class WebSocketExchange(HttpExchange):
     def _switch(self, backend_early: bytes) -> None:
         head = self.switching
         if head is not None:
-            self.server_latency = self.client.loop.time() - self.upstream_started
+            self.server_latency = self.client.clock() - self.upstream_started
         if head is None:
             self.fail(UpstreamError(502, "backend upgraded without a 101"))
             return
@@ -104,9 +104,10 @@ class WebSocketExchange(HttpExchange):
         client.upgraded(self, session)
         session.start(b"".join(self.early), backend_early)
         self.early = []
-        log.event(log.DEBUG, "websocket_open", rule=self.route.rule.name,
-                  server=self.endpoint.name, protocol=agreement.protocol,
-                  extensions=list(agreement.extensions))
+        if log.enabled(log.DEBUG):
+            log.event(log.DEBUG, "websocket_open", rule=self.route.rule.name,
+                      server=self.endpoint.name, protocol=agreement.protocol,
+                      extensions=list(agreement.extensions))
 
     def client_lost(self) -> None:
         if self.session is None:
