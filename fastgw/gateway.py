@@ -10,6 +10,7 @@ it — within the deadlines). `serve(config)` runs one until SIGTERM/SIGINT, rel
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from typing import Any
 
@@ -442,12 +443,17 @@ class Gateway:
 
 
 async def serve(config: Config, *, reload_from: str | None = None,
-                ready: asyncio.Event | None = None) -> int:
-    """Run a gateway until SIGTERM or SIGINT; SIGHUP re-reads `reload_from`. Exit status."""
+                ready: asyncio.Event | None = None, own_process: bool = False) -> int:
+    """Run a gateway until SIGTERM or SIGINT; SIGHUP re-reads `reload_from`. Exit status.
+
+    `own_process`: the gateway is all this process does (`fastgw serve`), so the garbage
+    collector may be tuned for it."""
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_loop_error)
     gateway = Gateway(config)
     await gateway.start()
+    if own_process:
+        tune_gc()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -460,6 +466,21 @@ async def serve(config: Config, *, reload_from: str | None = None,
     log.event(log.INFO, "stopping", timeout=config.gateway.shutdown_timeout)
     await gateway.stop()
     return 0
+
+
+def tune_gc() -> None:
+    """What start-up built (modules, configuration, routing) lives as long as the process: freeze
+    it, so that the collections connection churn triggers do not walk it each time; and collect
+    the young generation less often (each connection and handshake allocates dozens of container
+    objects that die by reference counting, yet count towards the threshold). Measured on the
+    handshake benchmark, where the collector took ~6 % of the CPU before."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
+
+
+# Container allocations between young-generation collections (CPython's default: 700).
+GC_THRESHOLD = 10_000
 
 
 def _loop_error(loop, context: dict) -> None:
@@ -494,8 +515,8 @@ def run(config: Config, reload_from: str | None = None) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; this is for odd platforms
-        return asyncio.run(serve(config, reload_from=reload_from))
+        return asyncio.run(serve(config, reload_from=reload_from, own_process=True))
     if hasattr(uvloop, "run"):
-        return uvloop.run(serve(config, reload_from=reload_from))
+        return uvloop.run(serve(config, reload_from=reload_from, own_process=True))
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # pragma: no cover - uvloop < 0.18
-    return asyncio.run(serve(config, reload_from=reload_from))  # pragma: no cover
+    return asyncio.run(serve(config, reload_from=reload_from, own_process=True))  # pragma: no cover

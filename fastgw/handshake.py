@@ -9,29 +9,39 @@ behalf). The backend chooses the subprotocol and the extensions; the gateway pas
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
-from dataclasses import dataclass
 
 from fastgw import http1
 from fastgw.errors import HandshakeError, UpstreamError
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
+_BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
 def accept_key(key: bytes) -> bytes:
     """Sec-WebSocket-Accept for a Sec-WebSocket-Key (section 4.2.2 step 5.4)."""
-    return base64.b64encode(hashlib.sha1(key.strip() + GUID).digest())
+    return binascii.b2a_base64(hashlib.sha1(key.strip() + GUID).digest(), newline=False)
 
 
-@dataclass(frozen=True, slots=True)
+def is_key(key: bytes) -> bool:
+    """A Sec-WebSocket-Key is 16 bytes in base64 (section 4.1): 22 base64 characters and "==".
+    Checked by shape, without decoding (the same acceptance as a strict b64decode)."""
+    return len(key) == 24 and key[22:] == b"==" and not key[:22].translate(None, _BASE64)
+
+
 class Offer:
     """What the client asked for, kept to check the backend's answer."""
 
-    key: bytes
-    protocols: tuple[bytes, ...]  # Sec-WebSocket-Protocol values offered, as sent
-    extensions: tuple[bytes, ...]  # extension names offered (lower-case)
+    __slots__ = ("key", "protocols", "extensions")
+
+    def __init__(self, key: bytes, protocols: tuple, extensions: tuple):
+        self.key = key
+        self.protocols = protocols  # Sec-WebSocket-Protocol values offered, as sent
+        self.extensions = extensions  # extension names offered (lower-case)
+
+    def __repr__(self) -> str:
+        return f"Offer(key={self.key!r}, protocols={self.protocols!r}, extensions={self.extensions!r})"
 
 
 def validate_request(head: http1.RequestHead) -> Offer:
@@ -56,31 +66,33 @@ def validate_request(head: http1.RequestHead) -> Offer:
     if len(keys) != 1:
         raise HandshakeError(400, "exactly one Sec-WebSocket-Key is required")
     key = keys[0].strip()
-    try:
-        raw = base64.b64decode(key, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 16:
+    if not is_key(key):
         raise HandshakeError(400, "Sec-WebSocket-Key must be 16 bytes, base64-encoded")
     versions = fields.get(b"sec-websocket-version")
     if not versions or len(versions) != 1 or versions[0].strip() != b"13":
         # Section 4.4: answer with the versions we speak.
         raise HandshakeError(426, "unsupported Sec-WebSocket-Version (13 is supported)",
                              headers=(("Sec-WebSocket-Version", "13"),))
-    protocols = tuple(p.strip() for v in fields.get(b"sec-websocket-protocol", ())
-                      for p in v.split(b",") if p.strip())
-    extensions = tuple(e.split(b";")[0].strip().lower()
-                       for v in fields.get(b"sec-websocket-extensions", ())
-                       for e in v.split(b",") if e.strip())
+    offered = fields.get(b"sec-websocket-protocol")
+    protocols = tuple(p.strip() for v in offered for p in v.split(b",") if p.strip()) \
+        if offered else ()
+    offered = fields.get(b"sec-websocket-extensions")
+    extensions = tuple(e.split(b";")[0].strip().lower() for v in offered
+                       for e in v.split(b",") if e.strip()) if offered else ()
     return Offer(key, protocols, extensions)
 
 
-@dataclass(frozen=True, slots=True)
 class Agreement:
     """What the backend's 101 settled: passed on to the client, and to the relay's scanners."""
 
-    protocol: bytes | None
-    extensions: tuple[bytes, ...]  # names, lower-case
+    __slots__ = ("protocol", "extensions")
+
+    def __init__(self, protocol: bytes | None, extensions: tuple):
+        self.protocol = protocol
+        self.extensions = extensions  # names, lower-case
+
+    def __repr__(self) -> str:
+        return f"Agreement(protocol={self.protocol!r}, extensions={self.extensions!r})"
 
     @property
     def deflate(self) -> bool:
@@ -103,7 +115,7 @@ def check_response(offer: Offer, head: http1.ResponseHead) -> Agreement:
         if protocol not in offer.protocols:
             raise UpstreamError(502, f"backend chose subprotocol {protocol!r} the client did not offer")
     extensions = []
-    for value in head.fields.get(b"sec-websocket-extensions", ()):
+    for value in head.fields.get(b"sec-websocket-extensions") or ():
         for ext in value.split(b","):
             ext_name = ext.split(b";")[0].strip().lower()
             if not ext_name:
@@ -114,9 +126,12 @@ def check_response(offer: Offer, head: http1.ResponseHead) -> Agreement:
     return Agreement(protocol, tuple(extensions))
 
 
+_NOT_IN_101 = http1.HOP_BY_HOP | {b"content-length"}
+
+
 def client_101(head: http1.ResponseHead, extra: tuple = ()) -> bytes:
     """The 101 sent to the client: the backend's, minus hop-by-hop headers, re-stated exactly."""
-    drop = http1.HOP_BY_HOP | head.connection_tokens | {b"content-length"}
+    drop = _NOT_IN_101 | head.connection_tokens
     out = [b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"]
     for (name, value), lname in zip(head.headers, head.lnames):
         if lname not in drop:

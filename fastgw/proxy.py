@@ -43,7 +43,7 @@ WAITING, INSPECTING, CONNECTING, SENT, RESPONDING, DONE = range(6)
 
 # Transaction ids (X-Request-Id, access log): a random per-process prefix and a counter, unique
 # without a system call per request.
-_ID_PREFIX = os.urandom(8).hex()
+_ID_PREFIX = os.urandom(8).hex().encode()
 _id_counter = itertools.count(1)
 
 
@@ -59,7 +59,7 @@ def parser_failure(what: str, exc: Exception) -> str:
 
 
 def next_request_id() -> bytes:
-    return f"{_ID_PREFIX}{next(_id_counter):016x}".encode()
+    return b"%s%016x" % (_ID_PREFIX, next(_id_counter))
 
 
 # Body bytes buffered for a request whose backend connection is not ready yet, before the client
