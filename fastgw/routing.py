@@ -38,10 +38,14 @@ class Route:
     is_redirect: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+# The compiled table's parts are plain classes (not dataclasses): compiled, they are extension
+# types (routing.pxd), read on every request without attribute lookups.
 class _PathMatcher:
-    patterns: tuple[tuple[str, bool, Route], ...]  # (path or prefix, is_prefix, route)
-    default: Route | None
+    __slots__ = ("patterns", "default")
+
+    def __init__(self, patterns: tuple, default: Route | None):
+        self.patterns = patterns  # ((path or prefix, is_prefix, route), ...)
+        self.default = default
 
     def match(self, path: str) -> Route | None:
         for pattern, is_prefix, route in self.patterns:
@@ -50,12 +54,14 @@ class _PathMatcher:
         return self.default
 
 
-@dataclass(frozen=True, slots=True)
 class _Site:
     """One listener: its rules, compiled."""
 
-    listener: ListenerConfig
-    rules: tuple[_PathMatcher, ...]
+    __slots__ = ("listener", "rules")
+
+    def __init__(self, listener: ListenerConfig, rules: tuple):
+        self.listener = listener
+        self.rules = rules  # (_PathMatcher, ...)
 
     def match(self, path: str) -> Route | None:
         for rule in self.rules:
@@ -65,13 +71,15 @@ class _Site:
         return None
 
 
-@dataclass(frozen=True, slots=True)
 class _Socket:
     """The listeners sharing one (bind, port)."""
 
-    exact: dict[str, _Site]
-    wildcards: tuple[tuple[str, _Site], ...]  # (".suffix", site), longest suffix first
-    basic: _Site | None
+    __slots__ = ("exact", "wildcards", "basic")
+
+    def __init__(self, exact: dict, wildcards: tuple, basic: _Site | None):
+        self.exact = exact  # host name -> _Site
+        self.wildcards = wildcards  # ((".suffix", site), ...), longest suffix first
+        self.basic = basic
 
     def site(self, host: str) -> _Site | None:
         site = self.exact.get(host)
@@ -85,6 +93,8 @@ class _Socket:
 
 class Router:
     """The compiled routing table of one configuration."""
+
+    __slots__ = ("config", "sockets", "_sites")
 
     def __init__(self, config: Config):
         self.config = config
