@@ -25,7 +25,9 @@ import enum
 import time
 from typing import TYPE_CHECKING, Any
 
-from fastgw import frames, log
+from fastgw import log
+from fastgw.frames import (CLOSE_BAD_GATEWAY, CLOSE_GOING_AWAY, CLOSE_TOO_BIG, EV_CONTROL,
+                           OP_CLOSE, FrameScanner, Pump, apply_mask, build_close, parse_close)
 from fastgw.errors import FrameError
 from fastgw.timeouts import NEVER
 
@@ -41,6 +43,9 @@ class State(enum.IntEnum):
     OPEN = 0
     CLOSING = 1
     CLOSED = 2
+
+
+OPEN, CLOSING, CLOSED = State.OPEN, State.CLOSING, State.CLOSED  # module globals: cheaper to read
 
 
 class WebSocketSession:
@@ -64,10 +69,10 @@ class WebSocketSession:
         limits = {"max_frame_size": settings.max_frame_size,
                   "max_message_size": settings.max_message_size, "allow_rsv1": deflate}
         # pumps[CLIENT] reads the client and writes to the backend; pumps[BACKEND] the reverse.
-        self.pumps = (frames.Pump(frames.FrameScanner(masked=True, **limits), self, side="client"),
-                      frames.Pump(frames.FrameScanner(masked=False, **limits), self, side="backend"))
+        self.pumps = (Pump(FrameScanner(masked=True, **limits), self, side="client"),
+                      Pump(FrameScanner(masked=False, **limits), self, side="backend"))
         self.transports = (client.transport, upstream.transport)
-        self.state = State.OPEN
+        self.state = OPEN
         self.sent_close = [False, False]  # a Close went into this leg
         self.got_close = [False, False]  # a Close came out of this leg
         self.open = [True, True]  # its TCP connection is up
@@ -104,14 +109,14 @@ class WebSocketSession:
     def on_control(self, pump: Any, data: memoryview, consumed: int) -> int:
         leg = CLIENT if pump is self.pumps[CLIENT] else BACKEND
         for event in pump.scanner.events:
-            if event[0] != frames.EV_CONTROL or event[1] != frames.OP_CLOSE:
+            if event[0] != EV_CONTROL or event[1] != OP_CLOSE:
                 continue  # ping and pong pass as they are
             _, _, offset, length, mask = event
             payload = bytearray(data[offset:offset + length])
             if mask is not None:
-                frames.apply_mask(payload, mask)
+                apply_mask(payload, mask)
             try:
-                code, reason = frames.parse_close(payload)
+                code, reason = parse_close(payload)
             except FrameError as exc:
                 # A Close with an invalid code or reason is the sender's protocol violation
                 # (RFC 6455 section 7.4): forward what came before it, then fail the session.
@@ -154,9 +159,9 @@ class WebSocketSession:
         if self.open[other] and not self.sent_close[other]:
             if leg == BACKEND:
                 # Lost without a Close: 1014 "bad gateway" to the client (not 1006).
-                self._gateway_close(other, frames.CLOSE_BAD_GATEWAY, "backend connection lost")
+                self._gateway_close(other, CLOSE_BAD_GATEWAY, "backend connection lost")
             else:
-                self._gateway_close(other, frames.CLOSE_GOING_AWAY, "client went away")
+                self._gateway_close(other, CLOSE_GOING_AWAY, "client went away")
         self._reap()
 
     # -- closing ---------------------------------------------------------------------------
@@ -169,14 +174,14 @@ class WebSocketSession:
         self._reap()
 
     def shutdown(self) -> None:
-        self.close(frames.CLOSE_GOING_AWAY, "gateway shutting down")
+        self.close(CLOSE_GOING_AWAY, "gateway shutting down")
 
     def _violation(self, leg: int, exc: FrameError) -> None:
         other = 1 - leg
-        if exc.code == frames.CLOSE_TOO_BIG or leg == CLIENT:
-            peer_code, peer_reason = frames.CLOSE_GOING_AWAY, f"{SIDES[leg]} {exc.reason}"
+        if exc.code == CLOSE_TOO_BIG or leg == CLIENT:
+            peer_code, peer_reason = CLOSE_GOING_AWAY, f"{SIDES[leg]} {exc.reason}"
         else:
-            peer_code, peer_reason = frames.CLOSE_BAD_GATEWAY, f"backend {exc.reason}"
+            peer_code, peer_reason = CLOSE_BAD_GATEWAY, f"backend {exc.reason}"
         log.event(log.INFO, "websocket_protocol_error", side=SIDES[leg], code=exc.code,
                   reason=exc.reason, **self._ids())
         if self.open[leg] and not self.sent_close[leg]:
@@ -198,14 +203,14 @@ class WebSocketSession:
             self.closed_by, self.close_code, self.close_reason = "gateway", code, reason
         transport = self.transports[leg]
         if into.scanner.at_boundary and not transport.is_closing():
-            transport.write(frames.build_close(code, reason, mask=(leg == BACKEND)))
+            transport.write(build_close(code, reason, mask=(leg == BACKEND)))
         else:
             self._close_leg(leg, abort=True)  # mid-frame: no frame of ours can be understood
         self._enter_closing()
 
     def _enter_closing(self) -> None:
-        if self.state == State.OPEN:
-            self.state = State.CLOSING
+        if self.state == OPEN:
+            self.state = CLOSING
             self.client.deadline_at = self.loop.time() + self.close_timeout
 
     def _reap(self) -> None:
@@ -227,7 +232,7 @@ class WebSocketSession:
             transport.close()
 
     def on_deadline(self) -> None:
-        if self.state == State.OPEN:
+        if self.state == OPEN:
             # Reads do not move the deadline (that would cost a call per read); it is checked
             # against the pumps' last read times when it comes.
             last = max(self.pumps[CLIENT].last_read, self.pumps[BACKEND].last_read)
@@ -236,8 +241,8 @@ class WebSocketSession:
                 self.client.deadline_at = self.loop.time() + self.idle_timeout - idle
                 return
             log.event(log.INFO, "websocket_idle_timeout", timeout=self.idle_timeout, **self._ids())
-            self.close(frames.CLOSE_GOING_AWAY, "idle timeout")
-        elif self.state == State.CLOSING:
+            self.close(CLOSE_GOING_AWAY, "idle timeout")
+        elif self.state == CLOSING:
             # The peers had close_timeout to answer; cut what is left.
             for leg in (CLIENT, BACKEND):
                 if self.open[leg]:
@@ -253,7 +258,7 @@ class WebSocketSession:
         if self.ended:
             return
         self.ended = True
-        self.state = State.CLOSED
+        self.state = CLOSED
         self.client.deadline_at = NEVER
         self.endpoint.active -= 1
         self.duration = time.monotonic() - self.started
