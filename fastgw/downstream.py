@@ -158,6 +158,7 @@ class ClientConnection:
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = CLOSED
         self.deadline_at = NEVER
+        self.parser = None  # it holds our bound methods: a cycle the collector would have to find
         queue, self.queue = self.queue, deque()
         for i, ex in enumerate(queue):
             ex.client_lost()
@@ -296,6 +297,7 @@ class ClientConnection:
         self.state = RELAYING
         self.upgrade_exchange = session  # its deadlines are kept in our deadline_at
         self.pause_reasons.clear()
+        self.parser = None  # no more HTTP here (and the parser's callbacks refer back to us)
 
     def abort_exchange(self, ex) -> None:
         """A response broke off midway: closing is the only signal the client can read."""

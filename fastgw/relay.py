@@ -267,6 +267,19 @@ class WebSocketSession:
         if log.enabled(log.DEBUG):
             log.event(log.DEBUG, "websocket_session_end", **self.summary())
         self.gateway.session_ended(self)
+        self._untie()
+
+    def _untie(self) -> None:
+        """Break the session's reference cycles (pump <-> session <-> exchange <-> client), so
+        that reference counting frees a finished session at once: left to the cyclic garbage
+        collector, every handshake's ~60 objects made the collector a tenth of the CPU time.
+        Both legs are closed here, so no pump calls back any more."""
+        for pump in self.pumps:
+            pump.session = None
+            pump.sink = None
+            pump.transport = None
+        self.exchange.session = None
+        self.client.upgrade_exchange = None
 
     def summary(self) -> dict:
         """The session's end, for the logs: who, how long, how much each way, how it closed."""
