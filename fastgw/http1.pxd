@@ -47,7 +47,7 @@ cpdef bytes forward_request_head(RequestHead head, bytes host, str client_ip, by
                connection=list)
 cpdef analyse_response(ResponseHead head)
 
-@cython.locals(drop=frozenset, out=list, name=bytes, value=bytes, lname=bytes, reason=bytes,
+@cython.locals(drop=frozenset, out=list, name=bytes, value=bytes, lname=bytes, status_line=bytes,
                i=Py_ssize_t, n=Py_ssize_t, headers=list, lnames=list, pair=tuple)
 cpdef bytes client_response_head(ResponseHead head, bytes framing, bint keep_alive,
                                  str client_version, tuple extra=*)

@@ -8,6 +8,8 @@ heads the gateway sends. No I/O here.
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
 from fastgw.errors import RequestError
 
 # RFC 9110 section 7.6.1 names Connection, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding and
@@ -32,7 +34,9 @@ REASONS = {
     502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
 
-_REASON_BYTES = {status: reason.encode() for status, reason in REASONS.items()}
+# Status lines, made once: "HTTP/1.1 200 OK\r\n" (reason phrases from http.HTTPStatus, ours win).
+_STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason.encode())
+                 for status, reason in {**{s.value: s.phrase for s in HTTPStatus}, **REASONS}.items()}
 _CONTENT_LENGTH = frozenset({b"content-length"})
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
@@ -231,6 +235,14 @@ def forward_request_head(head: RequestHead, host: bytes, client_ip: str, proto: 
     return b"".join(out)
 
 
+def response_version(parser) -> str:
+    """The version to build a ResponseHead with. analyse_response reads it only to decide
+    keep-alive, and when llhttp already says the connection stays open "1.1" decides the same;
+    so parser.get_http_version(), which formats a new string each time (a few % of a proxied
+    request), is only asked when it matters."""
+    return "1.1" if parser.should_keep_alive() else parser.get_http_version()
+
+
 class ResponseHead:
     __slots__ = ("status", "reason", "version", "headers", "lnames", "fields", "content_length",
                  "chunked", "keep_alive", "connection_tokens")
@@ -238,7 +250,7 @@ class ResponseHead:
     def __init__(self, status: int, reason: bytes, version: str, headers: list):
         self.status = status
         self.reason = reason
-        self.version = version
+        self.version = version  # "1.0" only matters (keep-alive): see response_version()
         self.headers = headers
         self.lnames: list[bytes] = []
         self.fields: dict[bytes, list[bytes]] = {}
@@ -285,8 +297,10 @@ def client_response_head(head: ResponseHead, framing: bytes, keep_alive: bool,
     drop = HOP_BY_HOP | head.connection_tokens if head.connection_tokens else HOP_BY_HOP
     if framing == b"chunked":
         drop = drop | _CONTENT_LENGTH
-    reason = head.reason or _REASON_BYTES.get(head.status) or b"Unknown"
-    out = [b"HTTP/1.1 %d " % head.status, reason, b"\r\n"]
+    status_line = None if head.reason else _STATUS_LINES.get(head.status)
+    if status_line is None:
+        status_line = b"HTTP/1.1 %d %s\r\n" % (head.status, head.reason or b"Unknown")
+    out = [status_line]
     headers = head.headers
     lnames = head.lnames
     n = len(headers)

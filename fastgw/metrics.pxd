@@ -1,6 +1,20 @@
 # Pure-Python-mode declarations for Cython (fastgw/native.py).
 
+cimport cython
+
 cdef class Histo:
-    cdef public object bounds
+    cdef public tuple bounds
     cdef public list counts
     cdef public double sum
+
+    @cython.locals(i=Py_ssize_t, bound=double)
+    cpdef observe(self, double value)
+
+cdef class Stats:
+    cdef public object requests, upgrades, sessions, closes, probes, waf
+    cdef public list frames_closed, bytes_closed
+    cdef public dict latency
+    cdef public Histo durations
+
+    @cython.locals(histo=Histo)
+    cpdef observe_latency(self, str pool, double seconds)

@@ -29,7 +29,7 @@ from fastgw import affinity, balancer, http1, log
 # an attribute of another module.
 from fastgw.balancer import pick
 from fastgw.http1 import (LAST_CHUNK, ResponseHead, analyse_response, client_response_head,
-                          forward_request_head)
+                          forward_request_head, response_version)
 from fastgw.errors import UpstreamError
 from fastgw.upstream import IDLE_TIMEOUT, UpstreamConnection, connect
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
@@ -351,7 +351,7 @@ class HttpExchange:
     def on_headers_complete(self) -> None:
         parser = self.parser
         status = parser.get_status_code()
-        head = ResponseHead(status, b"", parser.get_http_version(), self.resp_headers)
+        head = ResponseHead(status, b"", response_version(parser), self.resp_headers)
         self.resp_headers = []
         client = self.client
         if status < 200:

@@ -73,7 +73,7 @@ class WebSocketExchange(HttpExchange):
     def on_headers_complete(self) -> None:
         parser = self.parser
         if parser.get_status_code() == 101:
-            head = http1.ResponseHead(101, b"", parser.get_http_version(), self.resp_headers)
+            head = http1.ResponseHead(101, b"", http1.response_version(parser), self.resp_headers)
             http1.analyse_response(head)
             self.switching = head
             self.resp_headers = []
