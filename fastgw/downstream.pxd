@@ -9,7 +9,7 @@ cdef class ClientConnection:
     cdef public dict pause_reasons
     cdef public object peer_ip, peer_port
     cdef public double deadline_at
-    cdef public bint in_head
+    cdef public bint in_head, keepalive_token
     cdef public Py_ssize_t head_bytes, pending_head
     cdef public bytes url
     cdef public list headers

@@ -65,7 +65,7 @@ class ClientConnection:
                  "peer_ip", "peer_port", "deadline_at", "in_head", "head_bytes",
                  "pending_head", "url", "headers", "requests", "upgrade_exchange", "refused",
                  "request_started", "sent", "tls_info", "header_timeout", "keepalive_timeout",
-                 "max_header_size", "upstream_keepalive", "clock", "__weakref__")
+                 "max_header_size", "upstream_keepalive", "clock", "keepalive_token", "__weakref__")
 
     def __init__(self, gateway: "Gateway", socket_key: tuple[str, int], tls: bool):
         self.gateway = gateway
@@ -95,6 +95,7 @@ class ClientConnection:
         self.pending_head = 0
         self.url = b""
         self.headers: list = []
+        self.keepalive_token = False  # a Connection header of this request says keep-alive
         self.requests = 0
         self.upgrade_exchange: Any = None
         self.refused = False  # an unacceptable request was seen: parse nothing after it
@@ -205,6 +206,7 @@ class ClientConnection:
             self.pending_head = 0
             self.url = url
             self.headers = []
+            self.keepalive_token = False
             if not self.queue:  # while an answer is in flight, its exchange owns the deadline
                 self.deadline_at = now + self.header_timeout
             return
@@ -218,14 +220,24 @@ class ClientConnection:
         self.head_bytes += len(name) + len(value) + 4
         if self.head_bytes > self.max_header_size:
             raise RequestError(431, "request head too large")
+        if len(name) == 10 and name.lower() == b"connection" and b"keep-alive" in value.lower():
+            self.keepalive_token = True  # see _version()
+
+    def _version(self) -> str:
+        """The request's HTTP version. parser.get_http_version() formats a new string each time
+        (a few % of a proxied request); llhttp's keep-alive verdict tells HTTP/1.1 without it
+        unless a "keep-alive" token could be an HTTP/1.0 client's (or nothing is kept alive)."""
+        parser = self.parser
+        if parser.should_keep_alive() and not self.keepalive_token:
+            return "1.1"
+        return parser.get_http_version()
 
     def on_headers_complete(self) -> None:
         self.in_head = False
         if not self.queue:
             self.deadline_at = NEVER
         parser = self.parser
-        head = RequestHead(parser.get_method(), self.url, parser.get_http_version(),
-                                 self.headers)
+        head = RequestHead(parser.get_method(), self.url, self._version(), self.headers)
         head.t0 = self.request_started
         head.size = self.head_bytes + len(head.method) + 13
         self.headers = []

@@ -94,6 +94,28 @@ def test_http10_client_gets_close_delimited_body(backend, gateway_for):
     assert body == b"chunk-0;chunk-1;chunk-2;"
 
 
+def test_http_version_with_and_without_keep_alive_tokens(backend, gateway_for):
+    """The request's version decides keep-alive, framing and Host rules; the gateway asks llhttp
+    for it only when its keep-alive verdict leaves a doubt (downstream._version)."""
+    gw = gateway_for([f"127.0.0.1:{backend.port}"])
+    # HTTP/1.0 keep-alive: two pipelined requests answered on one connection, close-delimited
+    # chunked bodies impossible, so the second (and last) closes it.
+    data = raw_exchange(gw.port, b"GET /hello HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+                                 b"GET /chunked?n=2 HTTP/1.0\r\nHost: x\r\nConnection: Keep-Alive\r\n\r\n")
+    first, _, rest = data.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200") and b"connection: keep-alive" in first.lower()
+    assert b"chunk-0;chunk-1;" in rest and b"transfer-encoding" not in rest.lower()
+    # HTTP/1.1 naming keep-alive: still HTTP/1.1 (a chunked body is relayed chunked).
+    data = raw_exchange(gw.port, b"GET /chunked?n=2 HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n"
+                                 b"\r\nGET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    (s1, h1, b1), (s2, _, _) = parse_responses(data)
+    assert (s1, s2) == (200, 200) and h1["transfer-encoding"] == ["chunked"] and b1 == b"chunk-0;chunk-1;"
+    # HTTP/1.0 may omit Host; HTTP/1.1 may not.
+    assert raw_exchange(gw.port, b"GET /hello HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200")
+    assert raw_exchange(gw.port, b"GET /hello HTTP/1.1\r\nConnection: keep-alive\r\n\r\n"
+                        ).startswith(b"HTTP/1.1 400")
+
+
 def test_head_204_304(backend, gateway_for):
     gw = gateway_for([f"127.0.0.1:{backend.port}"])
     req = (b"HEAD /big?size=1000 HTTP/1.1\r\nHost: x\r\n\r\n"
