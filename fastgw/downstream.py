@@ -220,7 +220,8 @@ class ClientConnection:
         self.head_bytes += len(name) + len(value) + 4
         if self.head_bytes > self.max_header_size:
             raise RequestError(431, "request head too large")
-        if len(name) == 10 and name.lower() == b"connection" and b"keep-alive" in value.lower():
+        if len(name) == 10 and name.lower() == b"connection" \
+                and value.lower().find(b"keep-alive") >= 0:  # find(): see http1._tokens
             self.keepalive_token = True  # see _version()
 
     def _version(self) -> str:

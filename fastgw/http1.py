@@ -130,7 +130,9 @@ def _tokens(values: list[bytes] | None) -> frozenset:
     """The comma-separated tokens of a header's values, lower-case (Connection, Upgrade)."""
     if not values:
         return _NO_TOKENS
-    if len(values) == 1 and b"," not in values[0]:
+    # find(), not `b"," in value`: CPython 3.11's bytes.__contains__ first tries its argument as
+    # an integer and raises (and clears) a formatted TypeError for every bytes argument.
+    if len(values) == 1 and values[0].find(b",") < 0:
         return frozenset((values[0].strip().lower(),))
     tokens = set()
     for value in values:
