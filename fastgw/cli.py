@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _version() -> str:
     from fastgw import frames
-    return f"fastgw {__version__} (frame engine: {frames.IMPLEMENTATION}, Python {sys.version.split()[0]})"
+    from fastgw import native
+    return (f"fastgw {__version__} (frame engine: {frames.IMPLEMENTATION}, "
+            f"hot path: {native.implementation()}, Python {sys.version.split()[0]})")
 
 
 def load_checked(path: str):

@@ -22,6 +22,18 @@ def _c_module():
         )
 
 
+def pytest_sessionstart(session):
+    """FASTGW_REQUIRE_EXTENSIONS=1: every test of the gateway runs on the compiled hot path
+    (fastgw/native.py), not quietly on its pure-Python twin; FASTGW_NO_EXTENSIONS=1: on the twin."""
+    from fastgw import native
+    kind = native.implementation()
+    if _REQUIRE_EXT and kind != "c":
+        pytest.exit(f"FASTGW_REQUIRE_EXTENSIONS=1 but the hot path is {kind!r}: build it with "
+                    "`pip install -e .` (setup.py compiles fastgw/native.py's modules)", 3)
+    if _NO_EXT and kind != "py":
+        pytest.exit(f"FASTGW_NO_EXTENSIONS=1 but the hot path is {kind!r}", 3)
+
+
 @pytest.fixture(params=["py"] if _NO_EXT else ["c", "py"])
 def impl(request):
     """The module fastgw._frames (id "c") or fastgw._frames_py (id "py")."""

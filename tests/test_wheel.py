@@ -30,7 +30,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# Building compiles seventeen extensions (two builds: sdist, then the wheel from it).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,6 +100,12 @@ def source_copy(dest: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, target)
     return dest
+
+
+def native_modules() -> tuple[str, ...]:
+    """The modules setup.py compiles from their .py (fastgw/native.py, read without importing)."""
+    import runpy
+    return runpy.run_path(str(ROOT / "fastgw" / "native.py"))["COMPILED"]
 
 
 def package_files() -> list[str]:
@@ -174,6 +181,11 @@ def test_wheel_is_a_platform_wheel_with_the_compiled_extension(artifacts):
         entry_points = next(zf.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     extensions = [n for n in names if re.fullmatch(r"fastgw/_frames\.[^/]*(\.so|\.pyd)", n)]
     assert len(extensions) == 1, f"compiled fastgw._frames not in {wheel.name}: {names}"
+    # The hot path compiled from its .py (fastgw/native.py), each .py kept beside as its twin.
+    for name in native_modules():
+        assert any(re.fullmatch(rf"fastgw/{name}\.[^/]*(\.so|\.pyd)", n) for n in names), \
+            f"compiled fastgw.{name} not in {wheel.name}"
+        assert f"fastgw/{name}.py" in names
     assert not [n for n in names if n.endswith(".c")], "generated C in the wheel"
     for required in ("fastgw/_frames_py.py", "fastgw/_frames.pyi", "fastgw/py.typed", "fastgw/cli.py"):
         assert required in names
@@ -189,7 +201,7 @@ def test_wheel_installs_into_a_fresh_venv_with_the_c_frame_engine(artifacts, tmp
     bindir = python.parent
     env = clean_env(FASTGW_REQUIRE_EXTENSIONS="1")
     out = run([bindir / "fastgw", "--version"], timeout=60, env=env, cwd=tmp_path).stdout
-    assert out.startswith("fastgw ") and "frame engine: c" in out, out
+    assert out.startswith("fastgw ") and "frame engine: c" in out and "hot path: c" in out, out
     code = ("import fastgw, fastgw.frames as f, fastgw._frames as c; "
             "assert f.IMPLEMENTATION == 'c', f.IMPLEMENTATION; print(fastgw.__file__); print(c.__file__)")
     out = run([python, "-c", code], timeout=60, env=env, cwd=tmp_path).stdout
