@@ -218,10 +218,13 @@ def forward_request_head(head: RequestHead, host: bytes, client_ip: str, proto: 
     headers = head.headers
     lnames = head.lnames
     n = len(headers)
-    for i in range(n):  # indexes, not zip(): the compiled module turns this into a C loop
-        if lnames[i] not in drop:
+    for i in range(n):  # indexes, not zip(), and appends, not `out += (...)`: compiled, this
+        if lnames[i] not in drop:  # is a C loop that builds no tuple per header
             pair = headers[i]
-            out += (pair[0], b": ", pair[1], b"\r\n")
+            out.append(pair[0])
+            out.append(b": ")
+            out.append(pair[1])
+            out.append(b"\r\n")
     ip = client_ip.encode("ascii")
     xff = head.fields.get(b"x-forwarded-for")
     out += (b"X-Forwarded-For: ", b", ".join(xff) + b", " + ip if xff else ip,
@@ -306,10 +309,13 @@ def client_response_head(head: ResponseHead, framing: bytes, keep_alive: bool,
     headers = head.headers
     lnames = head.lnames
     n = len(headers)
-    for i in range(n):
+    for i in range(n):  # as in forward_request_head
         if lnames[i] not in drop:
             pair = headers[i]
-            out += (pair[0], b": ", pair[1], b"\r\n")
+            out.append(pair[0])
+            out.append(b": ")
+            out.append(pair[1])
+            out.append(b"\r\n")
     for pair in extra:
         out += (pair[0], b": ", pair[1], b"\r\n")
     if framing == b"chunked":
