@@ -14,3 +14,4 @@ cdef class Backend:
     cdef public list endpoints
     cdef public dict by_affinity
     cdef public Py_ssize_t rr_next
+    cdef public object latency

@@ -78,6 +78,7 @@ class Backend:
         self.endpoints: list[Endpoint] = []
         self.by_affinity: dict[str, Endpoint] = {}
         self.rr_next = 0
+        self.latency = None  # its pool's metrics.Histo of response times, set on first use
         self.set_servers(pool.servers)
 
     def set_servers(self, servers, keep: "list[Endpoint] | None" = None) -> list[Endpoint]:

@@ -17,4 +17,4 @@ cdef class Stats:
     cdef public Histo durations
 
     @cython.locals(histo=Histo)
-    cpdef observe_latency(self, str pool, double seconds)
+    cpdef Histo latency_histo(self, str pool)

@@ -86,11 +86,12 @@ class Stats:
         self.latency: dict[str, Histo] = {}  # pool -> upstream response times
         self.durations = Histo(DURATION_BUCKETS)
 
-    def observe_latency(self, pool: str, seconds: float) -> None:
+    def latency_histo(self, pool: str) -> Histo:
+        """The upstream response-time histogram of a pool (a Backend keeps it at hand)."""
         histo = self.latency.get(pool)
         if histo is None:
             histo = self.latency[pool] = Histo(LATENCY_BUCKETS)
-        histo.observe(seconds)
+        return histo
 
 
 class Metrics:

@@ -24,7 +24,7 @@ cdef class HttpExchange:
     cdef public bint keep_client
     cdef public tuple tried
     cdef public bint retry_ok
-    cdef public double started, upstream_started
+    cdef public double started, upstream_started, read_at
     cdef public object status, sent_bytes, received_bytes, connect_task
     cdef public bint client_paused_by_us
     cdef public ResponseHead response_head

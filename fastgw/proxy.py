@@ -77,7 +77,7 @@ class HttpExchange:
                  "upstream_started", "status", "sent_bytes", "received_bytes", "connect_task",
                  "client_paused_by_us", "response_head", "last_error", "affinity",
                  "request_id", "server_latency", "body_received", "sent_at_start", "error",
-                 "waf", "out", "request_timeout", "cookie_affinity")
+                 "waf", "out", "request_timeout", "cookie_affinity", "read_at")
 
     def __init__(self, client: "ClientConnection", head: http1.RequestHead, route: "Route",
                  backend: "Backend"):
@@ -116,6 +116,7 @@ class HttpExchange:
         self.out: list[bytes] = []  # response bytes for the client, written once per backend read
         self.started = 0.0
         self.upstream_started = 0.0
+        self.read_at = 0.0  # loop time of the backend's latest read
         self.status = 0
         self.sent_bytes = 0
         self.received_bytes = 0
@@ -328,7 +329,8 @@ class HttpExchange:
         self.received_bytes += len(data)
         # request_timeout bounds each wait for the backend, as nginx's proxy_read_timeout.
         client = self.client
-        client.deadline_at = client.clock() + self.request_timeout
+        self.read_at = now = client.clock()  # this read's time, for the callbacks it causes
+        client.deadline_at = now + self.request_timeout
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade:
@@ -362,8 +364,12 @@ class HttpExchange:
         analyse_response(head)
         self.response_head = head
         self.status = status
-        latency = self.server_latency = client.clock() - self.upstream_started
-        client.gateway.stats.observe_latency(self.backend.pool.name, latency)
+        latency = self.server_latency = self.read_at - self.upstream_started
+        backend = self.backend
+        histo = backend.latency
+        if histo is None:
+            histo = backend.latency = client.gateway.stats.latency_histo(backend.pool.name)
+        histo.observe(latency)
         req = self.head
         if req.method == b"HEAD" or status in (204, 304):
             framing = b"none"
@@ -406,7 +412,7 @@ class HttpExchange:
             if (self.request_done and head.keep_alive and framing != b"close"
                     and (head.content_length is not None or head.chunked or framing == b"none")
                     and self.parser.should_keep_alive()):
-                conn.release(client.upstream_keepalive, client.clock())
+                conn.release(client.upstream_keepalive, self.read_at)
             else:
                 conn.close()
         self._release_endpoint()

@@ -63,6 +63,7 @@ class WebSocketExchange(HttpExchange):
 
     def upstream_data(self, data: bytes) -> None:
         self.received_bytes += len(data)
+        self.read_at = self.client.clock()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -83,7 +84,7 @@ class WebSocketExchange(HttpExchange):
     def _switch(self, backend_early: bytes) -> None:
         head = self.switching
         if head is not None:
-            self.server_latency = self.client.clock() - self.upstream_started
+            self.server_latency = self.read_at - self.upstream_started
         if head is None:
             self.fail(UpstreamError(502, "backend upgraded without a 101"))
             return
