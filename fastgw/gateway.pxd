@@ -5,7 +5,7 @@
 cdef class Gateway:
     cdef public object loop, config, router, admin_server, presockets, health, sweeper
     cdef public object stopped, tls, stats, metrics, access_log, firewall_log
-    cdef public dict backends, draining, servers, wafs
+    cdef public dict backends, draining, servers, wafs, labels_memo
     cdef public set connections, sessions
     cdef public bint stopping
     cdef dict __dict__

@@ -67,6 +67,7 @@ class Gateway:
         access = config.gateway.access_log
         self.access_log = AccessLog(access) if access != "off" else None
         self.wafs: dict = {}  # WafConfig -> fastgw.waf.Waf, one per distinct policy in use
+        self.labels_memo: dict = {}  # exchange_finished's request-counter labels
         self.firewall_log: AccessLog | None = None
         self._build_wafs(config)
 
@@ -153,6 +154,7 @@ class Gateway:
         old_keys = set(self.router.socket_keys())
         self.config = new
         self.router = Router(new)
+        self.labels_memo = {}
         backends: dict[tuple[str, str], Backend] = {}
         removed: list[Endpoint] = []
         for pool, settings in backend_pairs(new):
@@ -358,19 +360,31 @@ class Gateway:
         """Every answered request and handshake passes here once (ClientConnection calls it)."""
         head = ex.head
         route = ex.route
-        status = ex.status if not error else (ex.status or 499)
-        if route is not None:
-            listener_name = route.listener.name
-        else:
-            listener = self.router.listener_for(client.socket_key,
-                                                head.host if head is not None else None)
-            listener_name = listener.name if listener is not None else ""
-        rule_name = route.rule.name if route is not None else ""
         backend = ex.backend
-        pool = backend.pool.name if backend is not None else ""
+        status = ex.status if not error else (ex.status or 499)
+        # The request counter's labels, worked out once per (route, backend, status) and then
+        # looked up: the memo holds the route and backend, so their ids stay theirs; a reload
+        # empties it.
+        memo = self.labels_memo
+        entry = memo.get((id(route), id(backend), status)) if route is not None else None
+        if entry is not None:
+            labels = entry[2]
+        else:
+            if route is not None:
+                listener_name = route.listener.name
+            else:
+                listener = self.router.listener_for(client.socket_key,
+                                                    head.host if head is not None else None)
+                listener_name = listener.name if listener is not None else ""
+            labels = (listener_name, route.rule.name if route is not None else "",
+                      backend.pool.name if backend is not None else "", status_class(status))
+            if route is not None:
+                if len(memo) > 4096:
+                    memo.clear()
+                memo[(id(route), id(backend), status)] = (route, backend, labels)
         stats = self.stats
-        code_class = status_class(status)
-        stats.requests[(listener_name, rule_name, pool, code_class)] += 1
+        stats.requests[labels] += 1
+        listener_name, rule_name, pool, code_class = labels
         websocket = type(ex) is WebSocketExchange
         if websocket:
             outcome = "101" if status == 101 else "timeout" if status == 504 else code_class
