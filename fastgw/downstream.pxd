@@ -2,7 +2,7 @@
 # downstream.py, ClientConnection becomes an extension type with these fields.
 
 cdef class ClientConnection:
-    cdef public object gateway, loop, limits, socket_key
+    cdef public object gateway, loop, socket_key
     cdef public bytes proto, port_bytes
     cdef public object transport, state, parser, queue, parsing
     cdef public bint write_paused

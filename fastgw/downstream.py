@@ -60,7 +60,7 @@ class ClientConnection:
     An asyncio protocol by its methods (the event loop needs no base class): compiled, it is an
     extension type (downstream.pxd), which cannot derive from asyncio.Protocol."""
 
-    __slots__ = ("gateway", "loop", "limits", "socket_key", "proto", "port_bytes", "transport",
+    __slots__ = ("gateway", "loop", "socket_key", "proto", "port_bytes", "transport",
                  "state", "parser", "queue", "parsing", "write_paused", "pause_reasons",
                  "peer_ip", "peer_port", "deadline_at", "in_head", "head_bytes",
                  "pending_head", "url", "headers", "requests", "upgrade_exchange", "refused",
@@ -71,8 +71,9 @@ class ClientConnection:
         self.gateway = gateway
         self.loop = gateway.loop
         self.clock = gateway.loop.time  # the loop's clock, bound once (read several times a request)
-        limits = self.limits = gateway.config.gateway  # as of the connection's start
-        # Read per request: copied into plain (compiled: typed) fields once per connection.
+        # The limits as of the connection's start, read per request: copied once into plain
+        # (compiled: typed) fields.
+        limits = gateway.config.gateway
         self.header_timeout: float = limits.header_timeout
         self.keepalive_timeout: float = limits.keepalive_timeout
         self.max_header_size: int = limits.max_header_size

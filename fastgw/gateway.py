@@ -366,7 +366,8 @@ class Gateway:
         # looked up: the memo holds the route and backend, so their ids stay theirs; a reload
         # empties it.
         memo = self.labels_memo
-        entry = memo.get((id(route), id(backend), status)) if route is not None else None
+        memo_key = (id(route), id(backend), status)
+        entry = memo.get(memo_key) if route is not None else None
         if entry is not None:
             labels = entry[2]
         else:
@@ -381,7 +382,7 @@ class Gateway:
             if route is not None:
                 if len(memo) > 4096:
                     memo.clear()
-                memo[(id(route), id(backend), status)] = (route, backend, labels)
+                memo[memo_key] = (route, backend, labels)
         stats = self.stats
         stats.requests[labels] += 1
         listener_name, rule_name, pool, code_class = labels

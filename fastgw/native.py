@@ -29,6 +29,11 @@ COMPILED = (
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def _source_spec(name: str, module_name: str):
+    """An import spec that loads fastgw/<name>.py as `module_name`, whatever is compiled."""
+    return importlib.util.spec_from_file_location(module_name, os.path.join(_HERE, name + ".py"))
+
+
 class _SourceFirst(importlib.abc.MetaPathFinder):
     """Loads the compiled modules from their .py source even where the extension is built."""
 
@@ -36,7 +41,7 @@ class _SourceFirst(importlib.abc.MetaPathFinder):
         package, _, name = fullname.rpartition(".")
         if package != "fastgw" or name not in COMPILED:
             return None
-        return importlib.util.spec_from_file_location(fullname, os.path.join(_HERE, name + ".py"))
+        return _source_spec(name, fullname)
 
 
 def use_twins() -> None:
@@ -58,8 +63,7 @@ def implementation() -> str:
 def load_twin(name: str):
     """A fresh copy of fastgw.<name> from its .py source, beside the compiled one (for tests
     that compare the two in one process). It is not registered in sys.modules."""
-    spec = importlib.util.spec_from_file_location(f"fastgw._twin_{name}",
-                                                  os.path.join(_HERE, name + ".py"))
+    spec = _source_spec(name, f"fastgw._twin_{name}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

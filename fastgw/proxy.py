@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from fastgw import affinity, balancer, http1, log
+from fastgw import affinity, http1, log
 # Names used on every request, imported as such: a compiled module reaches a global faster than
 # an attribute of another module.
 from fastgw.balancer import pick
