@@ -151,7 +151,7 @@ class UnbatchedBench(Bench):
             if not lines:
                 raise RuntimeError(f"{spec.name} wrote no access log to {log}")
             result.notes.append(f"access log: {lines} lines of {len(data) / lines:.0f} B on "
-                                "average over warm-up and window")
+                                "average (every warm-up, window and retry of this run)")
         self.by_round.setdefault((sc.name, spec.name), {})[rnd] = result
         return result
 
@@ -159,11 +159,11 @@ class UnbatchedBench(Bench):
         if sc.mode != "wrk":
             return super().run_load(dep, sc, verify)
         st = self.settings
-        # wrk takes whole seconds only.
         argv = pin_prefix(st.load_cpus) + [
             wrk_binary(), "-t", "1", "-c", str(sc.conns), "--timeout", "10s",
             "-s", str(self.wrk_script)]
         url = f"http://127.0.0.1:{dep.target_port}/bench"
+        # wrk takes whole seconds only.
         warm, _, _ = self._wrk(dep, argv + ["-d", f"{max(1, round(st.warmup))}s", url])
         if not int(warm.get("responses", 0)):
             raise RuntimeError(f"no response through {dep.proxy.name} during the warm-up")
