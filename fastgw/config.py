@@ -526,12 +526,9 @@ class _Parser:
     def exclusions(self, t: _Table) -> tuple[str, ...]:
         items = t.list("exclusions", str) or ()
         for i, item in enumerate(items):
-            collection, _, name = item.partition(":")
-            if collection not in ("REQUEST_HEADERS", "REQUEST_COOKIES", "ARGS", "ARGS_GET", "ARGS_POST",
-                                  "REQUEST_HEADERS_NAMES", "REQUEST_COOKIES_NAMES", "ARGS_NAMES") or not name:
-                t.problems.add(f"{t.key('exclusions')}[{i}]",
-                               f"{item!r} must be COLLECTION:name with COLLECTION one of REQUEST_HEADERS, "
-                               "REQUEST_COOKIES, ARGS (or ARGS_GET, ARGS_POST, *_NAMES)")
+            why = exclusion_problem(item)
+            if why:
+                t.problems.add(f"{t.key('exclusions')}[{i}]", why)
         return items
 
     def listener(self, t: _Table) -> ListenerConfig | None:
@@ -839,6 +836,31 @@ class _Parser:
             if name not in named and rule_list:
                 self.problems.warn(f"{item_key('listeners', i, name)}.name",
                                    f"no rule uses listener {name!r}: it will answer 404 to everything")
+
+
+# --------------------------------------------------------------------------------------------
+# WAF exclusions: checked here and, before loading them, by the WAF (waf.py) with this function.
+
+# What an exclusion may leave out of the CRS rules, as the cloud gateway's exclusion model does:
+# request header, cookie and argument values (the collection) or names (its *_NAMES twin: the
+# cloud gateway's "...Keys" match variables). Each becomes `SecRuleUpdateTargetByTag "OWASP_CRS"
+# "!COLLECTION:name"`, which libmodsecurity accepts for all of them; a whole collection is not
+# accepted (that would switch inspection of every header or argument off).
+EXCLUSION_COLLECTIONS = ("REQUEST_HEADERS", "REQUEST_COOKIES", "ARGS", "ARGS_GET", "ARGS_POST")
+_EXCLUSION_RE = re.compile(
+    # The name is a literal or a /regex/; in a target list "|" and "," separate targets and "!"
+    # negates, and quotes or spaces would end the directive's argument.
+    r"^(?:%s)(?:_NAMES)?:[^\s\"'\\|,!]+$" % "|".join(EXCLUSION_COLLECTIONS))
+
+
+def exclusion_problem(target: Any) -> str | None:
+    """Why `target` is not a valid WAF exclusion ("ARGS:token", "REQUEST_HEADERS_NAMES:/^x-/"),
+    or None when it is."""
+    if isinstance(target, str) and _EXCLUSION_RE.match(target):
+        return None
+    return (f"{target!r} must be COLLECTION:name with COLLECTION one of "
+            f"{', '.join(EXCLUSION_COLLECTIONS)} (values) or the same with _NAMES (names), and "
+            "name a literal or a /regex/ without spaces, quotes, '\\', '|', ',' or '!'")
 
 
 # --------------------------------------------------------------------------------------------

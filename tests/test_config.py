@@ -382,3 +382,25 @@ def test_locations_name_the_item(tmp_path, capsys):
     assert code == 2
     assert 'rules[0] "chat-rule".target_url: only applies to rules with type = "redirect"' in lines
 
+
+@pytest.mark.parametrize("target,ok", [
+    ("ARGS:token", True), ("ARGS_GET:id", True), ("ARGS_POST:/^pass/", True),
+    ("REQUEST_HEADERS:Authorization", True), ("REQUEST_COOKIES:session", True),
+    ("ARGS_NAMES:x", True), ("REQUEST_HEADERS_NAMES:/^x-/", True),
+    ("REQUEST_COOKIES_NAMES:sid", True), ("ARGS_GET_NAMES:q", True),
+    ("ARGS", False), ("ARGS:", False), ("HEADERS:x", False), ("args:x", False),
+    ("ARGS:a b", False), ('ARGS:a"b', False), ("ARGS:/a|b/", False), ("ARGS:x,y", False),
+    ("ARGS:!x", False), ("REQUEST_BODY:x", False),
+])
+def test_waf_exclusions_one_validator(tmp_path, capsys, target, ok):
+    """config.py and waf.py check exclusions with one function (waf.py before it loads them;
+    tests/test_waf.py runs them through libmodsecurity)."""
+    assert (config.exclusion_problem(target) is None) == ok
+    text = GOOD.replace("exclusions = []", f"exclusions = [{target!r}]".replace("'", '"')
+                        if '"' not in target else f"exclusions = ['{target}']")
+    code, lines = check(tmp_path, text, capsys)
+    if ok:
+        assert code == 0, lines
+    else:
+        assert code == 2
+        assert lines == [f"waf.exclusions[0]: {config.exclusion_problem(target)}"]
