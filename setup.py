@@ -57,8 +57,9 @@ _BUILD_ERRORS = (CCompilerError, CompileError, LinkError, ExecError, PlatformErr
 
 _FALLBACK_WARNING = """\
 WARNING: fastgw is installed WITHOUT its compiled modules: {reason}
-  It runs on their pure-Python twins, which behave the same but cost several times the CPU per
-  request and per WebSocket frame (`fastgw --version` says "hot path: py").
+  It runs on their pure-Python twins, which behave the same but cost about ten times the CPU per
+  relayed WebSocket message and about 1.5-2 times per HTTP request or WebSocket handshake
+  (`fastgw --version` says "hot path: py").
   For the compiled build, install a C compiler and the Python headers (Debian/Ubuntu:
   apt-get install gcc python3-dev; Fedora: dnf install gcc python3-devel; macOS:
   xcode-select --install), then reinstall without pip's wheel cache:

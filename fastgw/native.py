@@ -190,8 +190,10 @@ def notes() -> list[str]:
     lines = []
     if missing:
         lines.append(_why_missing(missing))
-        lines.append("the pure-Python twins cost several times the CPU of the compiled modules per "
-                     "request and per WebSocket frame")
+        # Measured on the 2-core CI machine: instructions per request and per handshake
+        # (benchmarks/instructions.py), gateway CPU time per relayed 64-byte message.
+        lines.append("the pure-Python twins cost about ten times the CPU of the compiled modules "
+                     "per relayed WebSocket message, 1.5-2 times per HTTP request or handshake")
     for module, source in stale():
         lines.append(f"{module} was compiled before {source} last changed, so the change does not "
                      f"run: rebuild with {REBUILD}")

@@ -122,8 +122,8 @@ __all__ = [
 ]
 
 INSTALL_HINT = (
-    "the WAF needs the libmodsecurity binding: pip install 'fastgw[waf]' "
-    "(and the OWASP CRS, e.g. apt-get install modsecurity-crs)"
+    "the WAF needs the libmodsecurity binding: pip install 'fastgw[waf]' (from a clone: "
+    "pip install '.[waf]'), and the OWASP CRS (e.g. apt-get install modsecurity-crs)"
 )
 
 # Measured by benchmarks/bench_waf.py: N threads inspecting in parallel are no faster than one.

@@ -404,3 +404,15 @@ def test_waf_exclusions_one_validator(tmp_path, capsys, target, ok):
     else:
         assert code == 2
         assert lines == [f"waf.exclusions[0]: {config.exclusion_problem(target)}"]
+
+
+@pytest.mark.parametrize("command", ["serve", "check", "demo"])
+def test_help_describes_the_arguments(command):
+    result = run_cli(command, "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "examples/gateway.toml" in text
+    if command != "demo":
+        assert "CONFIG path to the gateway's TOML configuration file" in text
+    if command == "serve":
+        assert "--log-level {debug,info,warning,error} least severe event" in text
