@@ -9,3 +9,8 @@ if _os.environ.get("FASTGW_NO_EXTENSIONS") == "1":
     from fastgw import native as _native
 
     _native.use_twins()
+elif _os.environ.get("FASTGW_REQUIRE_EXTENSIONS") == "1":
+    # A compiled module that is missing is an import error, never a quiet fallback to its .py.
+    from fastgw import native as _native
+
+    _native.require_compiled()

@@ -12,44 +12,104 @@ import asyncio
 import os
 import sys
 
-from fastgw import __version__, log
+from fastgw import __version__, log, native
 from fastgw.errors import ConfigError
 
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
 
 
+_EXAMPLE = ("examples/gateway.toml in the fastgw repository is a complete, commented "
+            "configuration; the README's configuration reference lists every key.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="fastgw", description="A fast L7 application gateway with native WebSocket support.")
-    parser.add_argument("--version", action="version", version=_version())
+        prog="fastgw", description="A fast L7 application gateway with native WebSocket support.",
+        epilog="Run `fastgw COMMAND --help` for a command's arguments.")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the version, whether the compiled modules are in use (c) or "
+                             "their pure-Python twins (py), and why not, then exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p_serve = sub.add_parser("serve", help="run the gateway with a configuration file")
-    p_serve.add_argument("config", metavar="CONFIG")
+    p_serve = sub.add_parser(
+        "serve", help="run the gateway with a configuration file",
+        description="Run the gateway until SIGTERM or SIGINT (graceful stop); SIGHUP reloads "
+                    "CONFIG. Problems in CONFIG are printed as FILE:key.path: reason (exit "
+                    "status 2); a port that cannot be bound exits with status 1.",
+        epilog=_EXAMPLE)
+    p_serve.add_argument("config", metavar="CONFIG",
+                         help="path to the gateway's TOML configuration file")
     p_serve.add_argument("--log-level", default=os.environ.get("FASTGW_LOG_LEVEL", "info"),
-                         choices=("debug", "info", "warning", "error"))
-    p_check = sub.add_parser("check", help="validate a configuration file and print its routes")
-    p_check.add_argument("config", metavar="CONFIG")
-    p_demo = sub.add_parser("demo", help="run the gateway in front of built-in demo backends")
+                         choices=("debug", "info", "warning", "error"),
+                         help="least severe event written to the JSON log on stderr (default: "
+                              "$FASTGW_LOG_LEVEL, else info); the access log is configured "
+                              "apart, by [gateway] access_log")
+    p_check = sub.add_parser(
+        "check", help="validate a configuration file and print its routes",
+        description="Validate CONFIG, including the files it names (certificates, keys, WAF "
+                    "rules), and print the routing table. Exit status 0 when it can be served; "
+                    "otherwise 2, with every problem on stderr as FILE:key.path: reason.",
+        epilog=_EXAMPLE)
+    p_check.add_argument("config", metavar="CONFIG",
+                         help="path to the gateway's TOML configuration file")
+    p_demo = sub.add_parser(
+        "demo", help="run the gateway in front of built-in demo backends",
+        description="Start the gateway on HOST:PORT in front of two built-in demo backends (a "
+                    "page, /api/info and a WebSocket chat at /chat/ws), with its admin listener "
+                    "(/metrics, /backend-health) on PORT+1 or, if that is taken, a free port. "
+                    "Everything runs in this process; Ctrl-C stops it.",
+        epilog=_EXAMPLE)
     p_demo.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
     p_demo.add_argument("--host", default="127.0.0.1", help="gateway address (default 127.0.0.1)")
     args = parser.parse_args(argv)
 
-    if args.command == "check":
-        return check(args.config)
-    if args.command == "serve":
-        return serve(args.config, args.log_level)
-    if args.command == "demo":
-        from fastgw.demo import run_demo
-        return run_demo(args.host, args.port)
+    problem = native.required_problem()
+    if problem:
+        print(f"fastgw: {problem}", file=sys.stderr)
+        return EXIT_RUNTIME
+    try:
+        if args.command == "check":
+            return check(args.config)
+        if args.command == "serve":
+            return serve(args.config, args.log_level)
+        if args.command == "demo":
+            _warn_build()
+            from fastgw.demo import run_demo
+            return run_demo(args.host, args.port)
+    except native.ExtensionsRequired as exc:
+        print(f"fastgw: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
     parser.print_help()
     return EXIT_CONFIG
 
 
+class _VersionAction(argparse.Action):
+    """--version, computed only when asked (it imports every compiled module to say which run)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        problem = native.required_problem()
+        if problem:
+            parser.exit(EXIT_RUNTIME, f"fastgw: {problem}\n")
+        try:
+            text = _version()
+        except native.ExtensionsRequired as exc:
+            parser.exit(EXIT_RUNTIME, f"fastgw: {exc}\n")
+        print(text + "".join(f"\n  {line}" for line in native.notes()))
+        parser.exit(EXIT_OK)
+
+
 def _version() -> str:
     from fastgw import frames
-    from fastgw import native
     return (f"fastgw {__version__} (frame engine: {frames.IMPLEMENTATION}, "
             f"hot path: {native.implementation()}, Python {sys.version.split()[0]})")
+
+
+def _warn_build() -> None:
+    """Once, at start: what runs is not the compiled build, or not the build of these sources."""
+    for line in native.notes():
+        print(f"fastgw: warning: {line}", file=sys.stderr)
 
 
 def load_checked(path: str):
@@ -68,6 +128,7 @@ def load_checked(path: str):
 
 
 def check(path: str) -> int:
+    _warn_build()
     try:
         cfg = load_checked(path)
     except ConfigError as exc:
@@ -84,6 +145,8 @@ def check(path: str) -> int:
 
 def serve(path: str, log_level: str = "info") -> int:
     log.setup(getattr(log, log_level.upper()))
+    if not os.environ.get("FASTGW_WORKER"):
+        _warn_build()
     try:
         cfg = load_checked(path)
     except ConfigError as exc:

@@ -1,8 +1,12 @@
 """Configuration: one TOML file (tomllib) -> frozen dataclasses, with every check.
 
 `load(path)` returns a `Config` or raises `ConfigError` listing *all* problems at once, each as
-(file, key path, reason) — `fastgw check` prints them as `FILE:key.path: reason`. The key names are
-the contract of DESIGN.md section 5; keys added here (marked "fastgw:" below) extend it.
+(file, key path, reason) — `fastgw check` prints them as `FILE:key.path: reason`. A key path names
+an item of an array by index and, once it has one, by name (`listeners[0] "public".port`, see
+`item_key`); an unknown key or name comes with the closest known one ("did you mean"), and a
+reference to an item that exists but has problems of its own is not reported a second time. The
+key names are the configuration contract (the README's reference tables); keys added here (marked
+"fastgw:" below) extend it.
 
 Checks that need the outside world (certificate files readable and matching, WAF rule files
 parseable) live in the modules that own those things and are called from `cli.check`, so that this
@@ -11,6 +15,8 @@ module stays pure: TOML in, values out.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import ipaddress
 import os
 import re
@@ -175,6 +181,26 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
 _LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _COOKIE_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$")  # RFC 6265 token
 _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+_REDIRECT_KEYS = ("target_listener", "target_url", "status", "include_path", "include_query")
+_SECTIONS = ("listeners", "backend_pools", "backend_settings", "probes", "rules")
+_TOP_KEYS = ("gateway", "waf") + _SECTIONS
+
+
+def item_key(section: str, index: int, name: str | None = None) -> str:
+    """The key path of an item of an array of tables: `listeners[0]`, and once the item has a
+    valid name `listeners[0] "public"` (names never contain quotes or spaces)."""
+    return f'{section}[{index}] "{name}"' if name else f"{section}[{index}]"
+
+
+def did_you_mean(word: str, candidates) -> str:
+    """"; did you mean 'x'?" for the closest candidate, or "" when none is close."""
+    close = difflib.get_close_matches(word, [c for c in candidates if c != word], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _keys(cls, *internal: str) -> tuple[str, ...]:
+    """The TOML keys of a table: the fields of the dataclass it becomes."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in internal)
 
 
 class _Problems:
@@ -210,9 +236,10 @@ class _Table:
     problem), so one pass collects every problem in the file.
     """
 
-    def __init__(self, problems: _Problems, prefix: str, table: Any):
+    def __init__(self, problems: _Problems, prefix: str, table: Any, keys: tuple[str, ...] = ()):
         self.problems = problems
         self.prefix = prefix
+        self.keys = keys  # every key this kind of table may have (for "did you mean")
         self.ok = isinstance(table, dict)
         if not self.ok:
             problems.add(prefix, f"must be a table, got {_type_name(table)}")
@@ -247,11 +274,14 @@ class _Table:
         return value
 
     def name(self, name: str = "name") -> str | None:
+        """The item's name; from here on the item's key paths carry it (`item_key`)."""
         value = self.str(name, required=True)
         if value is not None and not _NAME_RE.match(value):
             self.bad(name, f"{value!r} is not a valid name (letters, digits, '_', '-', '.'; "
                            "at most 80 characters, starting with a letter or digit)")
             return None
+        if value is not None:
+            self.prefix = f'{self.prefix} "{value}"'
         return value
 
     def bool(self, name: str, default: bool) -> bool:
@@ -317,9 +347,13 @@ class _Table:
         return [(f"{self.key(name)}[{i}]", item) for i, item in enumerate(value)]
 
     def finish(self) -> None:
-        """Unknown keys are errors that name the key (DESIGN.md section 5)."""
-        for extra in self.table.keys() - self.seen:
-            self.problems.add(self.key(extra), "unknown key")
+        """Unknown keys are errors that name the key, and the known key closest to it."""
+        for extra in sorted(self.table.keys() - self.seen):
+            if extra in self.keys:  # a key of this kind of table that this item's type ignores
+                self.problems.add(self.key(extra), "does not apply here")
+            else:
+                self.problems.add(self.key(extra), "unknown key" + did_you_mean(
+                    extra, set(self.keys) | self.seen))
 
 
 # --------------------------------------------------------------------------------------------
@@ -367,16 +401,29 @@ class _Parser:
     # -- top level -----------------------------------------------------------------------
 
     def parse(self, doc: dict, source: str) -> Config | None:
-        top = _Table(self.problems, "", doc)
-        gateway = self.gateway(_Table(self.problems, "gateway", top._get("gateway", False)[1] or {}))
+        top = _Table(self.problems, "", doc, _TOP_KEYS)
+        gateway = self.gateway(_Table(self.problems, "gateway", top._get("gateway", False)[1] or {},
+                                      _keys(GatewayConfig)))
         waf_raw = top._get("waf", False)[1]
-        waf = self.waf(_Table(self.problems, "waf", waf_raw)) if waf_raw is not None else WafConfig()
-        listeners = [self.listener(_Table(self.problems, k, t)) for k, t in top.tables("listeners")]
-        pools = [self.pool(_Table(self.problems, k, t)) for k, t in top.tables("backend_pools")]
-        settings = [self.settings(_Table(self.problems, k, t)) for k, t in top.tables("backend_settings")]
-        probes = [self.probe(_Table(self.problems, k, t)) for k, t in top.tables("probes")]
-        rules = [self.rule(_Table(self.problems, k, t), i) for i, (k, t) in enumerate(top.tables("rules"))]
+        waf = WafConfig() if waf_raw is None else \
+            self.waf(_Table(self.problems, "waf", waf_raw, _keys(WafConfig)))
+        raw = {section: top.tables(section) for section in _SECTIONS}
+        listeners = [self.listener(_Table(self.problems, k, t, _keys(ListenerConfig)))
+                     for k, t in raw["listeners"]]
+        pools = [self.pool(_Table(self.problems, k, t, _keys(PoolConfig)))
+                 for k, t in raw["backend_pools"]]
+        settings = [self.settings(_Table(self.problems, k, t, _keys(SettingsConfig)))
+                    for k, t in raw["backend_settings"]]
+        probes = [self.probe(_Table(self.problems, k, t, _keys(ProbeConfig)))
+                  for k, t in raw["probes"]]
+        rules = [self.rule(_Table(self.problems, k, t, _keys(RuleConfig, "order")), i)
+                 for i, (k, t) in enumerate(raw["rules"])]
         top.finish()
+        # The names the file gives, also of items that could not be read: a reference to one of
+        # them is not a problem of its own (the item's problems are reported where it is).
+        self.declared = {section: {t["name"] for _, t in tables
+                                   if isinstance(t, dict) and isinstance(t.get("name"), str)}
+                         for section, tables in raw.items()}
         if not doc.get("listeners"):
             self.problems.add("listeners", "at least one [[listeners]] table is required")
         if not doc.get("rules"):
@@ -405,7 +452,7 @@ class _Parser:
             if name is None:
                 continue
             if name in seen:
-                self.problems.add(f"{section}[{i}].name",
+                self.problems.add(f"{item_key(section, i, name)}.name",
                                   f"duplicate name {name!r} (also {section}[{seen[name]}])")
             else:
                 seen[name] = i
@@ -479,12 +526,9 @@ class _Parser:
     def exclusions(self, t: _Table) -> tuple[str, ...]:
         items = t.list("exclusions", str) or ()
         for i, item in enumerate(items):
-            collection, _, name = item.partition(":")
-            if collection not in ("REQUEST_HEADERS", "REQUEST_COOKIES", "ARGS", "ARGS_GET", "ARGS_POST",
-                                  "REQUEST_HEADERS_NAMES", "REQUEST_COOKIES_NAMES", "ARGS_NAMES") or not name:
-                t.problems.add(f"{t.key('exclusions')}[{i}]",
-                               f"{item!r} must be COLLECTION:name with COLLECTION one of REQUEST_HEADERS, "
-                               "REQUEST_COOKIES, ARGS (or ARGS_GET, ARGS_POST, *_NAMES)")
+            why = exclusion_problem(item)
+            if why:
+                t.problems.add(f"{t.key('exclusions')}[{i}]", why)
         return items
 
     def listener(self, t: _Table) -> ListenerConfig | None:
@@ -521,7 +565,8 @@ class _Parser:
             if private_key is not None:
                 t.bad("private_key", 'only applies to listeners with protocol = "https"')
         waf_raw = t._get("waf", False)[1]
-        waf = self.waf(_Table(self.problems, t.key("waf"), waf_raw)) if waf_raw is not None else None
+        waf = self.waf(_Table(self.problems, t.key("waf"), waf_raw, _keys(WafConfig))) \
+            if waf_raw is not None else None
         t.finish()
         if name is None or port is None or bind is None or protocol is None:
             return None
@@ -650,7 +695,7 @@ class _Parser:
             if pool is not None and settings is None:
                 t.bad("backend_settings", "is required when backend_pool is set")
             for key, sub in t.tables("paths"):
-                st = _Table(self.problems, key, sub)
+                st = _Table(self.problems, key, sub, _keys(PathRuleConfig))
                 path_list = st.list("paths", str)
                 if path_list is not None and not path_list:
                     st.bad("paths", "must list at least one path")
@@ -674,6 +719,13 @@ class _Parser:
                 t.bad("paths", "a path_based rule needs at least one [[rules.paths]] table")
             if rtype == "basic" and "paths" in t.table:
                 t.bad("paths", 'only applies to rules with type = "path_based"')
+            for key in _REDIRECT_KEYS:
+                if key in t.table:
+                    t.seen.add(key)
+                    t.bad(key, 'only applies to rules with type = "redirect"')
+        if rtype == "redirect" and "paths" in t.table:
+            t.seen.add("paths")
+            t.bad("paths", 'only applies to rules with type = "path_based"')
         t.finish()
         if name is None or rtype is None or listener is None:
             return None
@@ -695,28 +747,37 @@ class _Parser:
         probes = {x.name for x in probe_list if x is not None}
         add = self.problems.add
 
+        def missing(key: str, kind: str, section: str, name: str, known) -> None:
+            """A reference to `name`: reported unless it exists, even with problems."""
+            if name not in known and name not in self.declared[section]:
+                add(key, f"no {kind} named {name!r}" + did_you_mean(name, self.declared[section]))
+
         for i, s in enumerate(settings_list):
-            if s is not None and s.probe is not None and s.probe not in probes:
-                add(f"backend_settings[{i}].probe", f"no probe named {s.probe!r}")
+            if s is not None and s.probe is not None:
+                missing(f"{item_key('backend_settings', i, s.name)}.probe", "probe", "probes",
+                        s.probe, probes)
 
         for i, r in enumerate(rule_list):
             if r is None:
                 continue
-            key = f"rules[{i}]"
-            if r.listener not in listeners:
-                add(f"{key}.listener", f"no listener named {r.listener!r}")
-            if r.backend_pool is not None and r.backend_pool not in pools:
-                add(f"{key}.backend_pool", f"no backend pool named {r.backend_pool!r}")
-            if r.backend_settings is not None and r.backend_settings not in settings:
-                add(f"{key}.backend_settings", f"no backend settings named {r.backend_settings!r}")
+            key = item_key("rules", i, r.name)
+            missing(f"{key}.listener", "listener", "listeners", r.listener, listeners)
+            if r.backend_pool is not None:
+                missing(f"{key}.backend_pool", "backend pool", "backend_pools", r.backend_pool,
+                        pools)
+            if r.backend_settings is not None:
+                missing(f"{key}.backend_settings", "backend settings", "backend_settings",
+                        r.backend_settings, settings)
             for j, p in enumerate(r.paths):
-                if p.backend_pool not in pools and p.backend_pool != r.backend_pool:
-                    add(f"{key}.paths[{j}].backend_pool", f"no backend pool named {p.backend_pool!r}")
-                if p.backend_settings not in settings and p.backend_settings != r.backend_settings:
-                    add(f"{key}.paths[{j}].backend_settings",
-                        f"no backend settings named {p.backend_settings!r}")
-            if r.target_listener is not None and r.target_listener not in listeners:
-                add(f"{key}.target_listener", f"no listener named {r.target_listener!r}")
+                if p.backend_pool != r.backend_pool:
+                    missing(f"{key}.paths[{j}].backend_pool", "backend pool", "backend_pools",
+                            p.backend_pool, pools)
+                if p.backend_settings != r.backend_settings:
+                    missing(f"{key}.paths[{j}].backend_settings", "backend settings",
+                            "backend_settings", p.backend_settings, settings)
+            if r.target_listener is not None:
+                missing(f"{key}.target_listener", "listener", "listeners", r.target_listener,
+                        listeners)
 
         # Priorities: two rules on one listener with the same explicit priority are ambiguous.
         by_listener: dict[tuple[str, int], int] = {}
@@ -725,8 +786,9 @@ class _Parser:
                 continue
             k = (r.listener, r.priority)
             if k in by_listener:
-                add(f"rules[{i}].priority",
-                    f"priority {r.priority} is also used by rules[{by_listener[k]}] on listener {r.listener!r}")
+                other = item_key("rules", by_listener[k], rule_list[by_listener[k]].name)
+                add(f"{item_key('rules', i, r.name)}.priority",
+                    f"priority {r.priority} is also used by {other} on listener {r.listener!r}")
             else:
                 by_listener[k] = i
 
@@ -745,24 +807,25 @@ class _Parser:
             for i, lst in members:
                 other = next((j for b, j in first_at.items()
                               if b != lst.bind and (b in wildcard or lst.bind in wildcard)), None)
+                key = item_key("listeners", i, lst.name)
                 if other is not None:
-                    add(f"listeners[{i}].bind", f"port {port} is already bound on "
+                    add(f"{key}.bind", f"port {port} is already bound on "
                         f"{listener_list[other].bind} by listener {listener_list[other].name!r}")
                     continue
                 j = first_at.setdefault(lst.bind, i)
                 if lst.protocol != listener_list[j].protocol:
-                    add(f"listeners[{i}].protocol",
+                    add(f"{key}.protocol",
                         f"port {port} is {listener_list[j].protocol} for listener "
                         f"{listener_list[j].name!r}; listeners sharing a port share its protocol")
                 if not lst.host_names:
                     if lst.bind in basic_at:
-                        add(f"listeners[{i}].host_names",
+                        add(f"{key}.host_names",
                             f"listener {listener_list[basic_at[lst.bind]].name!r} already takes every "
                             f"host on port {port}; give one of them host_names")
                     basic_at.setdefault(lst.bind, i)
                 for host in lst.host_names:
                     if (lst.bind, host) in hosts:
-                        add(f"listeners[{i}].host_names", f"{host!r} on port {port} is also claimed by "
+                        add(f"{key}.host_names", f"{host!r} on port {port} is also claimed by "
                             f"listener {listener_list[hosts[(lst.bind, host)]].name!r}")
                     hosts.setdefault((lst.bind, host), i)
 
@@ -771,8 +834,33 @@ class _Parser:
         named = {r.listener for r in rule_list if r is not None}
         for name, (i, _) in listeners.items():
             if name not in named and rule_list:
-                self.problems.warn(f"listeners[{i}].name",
+                self.problems.warn(f"{item_key('listeners', i, name)}.name",
                                    f"no rule uses listener {name!r}: it will answer 404 to everything")
+
+
+# --------------------------------------------------------------------------------------------
+# WAF exclusions: checked here and, before loading them, by the WAF (waf.py) with this function.
+
+# What an exclusion may leave out of the CRS rules, as the cloud gateway's exclusion model does:
+# request header, cookie and argument values (the collection) or names (its *_NAMES twin: the
+# cloud gateway's "...Keys" match variables). Each becomes `SecRuleUpdateTargetByTag "OWASP_CRS"
+# "!COLLECTION:name"`, which libmodsecurity accepts for all of them; a whole collection is not
+# accepted (that would switch inspection of every header or argument off).
+EXCLUSION_COLLECTIONS = ("REQUEST_HEADERS", "REQUEST_COOKIES", "ARGS", "ARGS_GET", "ARGS_POST")
+_EXCLUSION_RE = re.compile(
+    # The name is a literal or a /regex/; in a target list "|" and "," separate targets and "!"
+    # negates, and quotes or spaces would end the directive's argument.
+    r"^(?:%s)(?:_NAMES)?:[^\s\"'\\|,!]+$" % "|".join(EXCLUSION_COLLECTIONS))
+
+
+def exclusion_problem(target: Any) -> str | None:
+    """Why `target` is not a valid WAF exclusion ("ARGS:token", "REQUEST_HEADERS_NAMES:/^x-/"),
+    or None when it is."""
+    if isinstance(target, str) and _EXCLUSION_RE.match(target):
+        return None
+    return (f"{target!r} must be COLLECTION:name with COLLECTION one of "
+            f"{', '.join(EXCLUSION_COLLECTIONS)} (values) or the same with _NAMES (names), and "
+            "name a literal or a /regex/ without spaces, quotes, '\\', '|', ',' or '!'")
 
 
 # --------------------------------------------------------------------------------------------

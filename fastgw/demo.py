@@ -1,34 +1,46 @@
 """`fastgw demo`: the gateway in front of two built-in demo backends, all on loopback.
 
 The demo backends are deliberately small and dependency-free (asyncio + httptools): each serves a
-page, `/api/info` (which server answered, and the headers the gateway added), `/healthz`, and a
-WebSocket chat room at `/chat/ws`. The gateway's configuration is ordinary TOML (DEMO_TOML),
-loaded through the same path as `fastgw serve`.
+page, `/api/info` (which server answered, and the headers the gateway added), `/api/gateway` (the
+gateway's own view: its open WebSocket sessions and client connections, read from the admin
+listener's /metrics), `/healthz`, and a WebSocket chat room at `/chat/ws`. The gateway's
+configuration is ordinary TOML (DEMO_TOML), loaded through the same path as `fastgw serve`, with
+an admin listener so that the page can link /metrics and /backend-health.
+
+The chat endpoint uses the gateway's own frame engine (fastgw.frames: FrameScanner validates what
+clients send, RFC 6455 section 5; build_frame and build_close write the answers) and accept key
+(fastgw.handshake.accept_key, section 4.2.2).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
 import os
 import signal
-import struct
+import socket
 import sys
 from importlib import resources
 
 import httptools
 
 from fastgw import config as config_mod
-from fastgw import log
+from fastgw import frames, log
+from fastgw.errors import FrameError
+from fastgw.handshake import accept_key
 
-WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
+# A chat message's text and sender name, in characters: longer ones are refused with an error
+# message to the sender (the page's inputs have the same limits and a counter).
+CHAT_TEXT_LIMIT = 2000
+CHAT_NAME_LIMIT = 40
+# A WebSocket message, in bytes: beyond this the chat endpoint closes with 1009 (section 7.4.1).
+MAX_MESSAGE_BYTES = 64 * 1024
 
 DEMO_TOML = """\
-# The configuration `fastgw demo` runs (DESIGN.md section 5 keys).
+# The configuration `fastgw demo` runs (the configuration contract: see the README).
 [gateway]
 shutdown_timeout = 3
+admin = "{admin}"
 
 [[listeners]]
 name = "demo"
@@ -67,12 +79,17 @@ backend_settings = "web-settings"
 
 
 class DemoBackend:
-    """A tiny HTTP/1.1 + WebSocket server; `name` says which backend answered."""
+    """A tiny HTTP/1.1 + WebSocket server; `name` says which backend answered. `admin` is the
+    gateway's admin address (host, port), whose /metrics `/api/gateway` reads."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, admin: tuple[str, int]):
         self.name = name
+        self.admin = admin
         self.room: set[DemoConnection] = set()
-        self.page = resources.files("fastgw").joinpath("demo_static/index.html").read_text("utf-8")
+        page = resources.files("fastgw").joinpath("demo_static/index.html").read_text("utf-8")
+        self.page = (page.replace("__SERVER__", name).replace("__ADMIN_PORT__", str(admin[1]))
+                     .replace("__CHAT_TEXT_LIMIT__", str(CHAT_TEXT_LIMIT))
+                     .replace("__CHAT_NAME_LIMIT__", str(CHAT_NAME_LIMIT))).encode()
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
 
@@ -83,13 +100,32 @@ class DemoBackend:
         return self.port
 
     def broadcast(self, message: dict) -> None:
-        frame = encode_frame(0x1, json.dumps(message).encode())
+        frame = frames.build_frame(frames.OP_TEXT, json.dumps(message).encode())
         for conn in list(self.room):
             conn.transport.write(frame)
 
+    async def gateway_view(self) -> dict:
+        """What the gateway itself counts, from its admin listener's /metrics."""
+        host, port = self.admin
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+        try:
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+            response = await asyncio.wait_for(reader.read(), 5)
+        finally:
+            writer.close()
+        wanted = {b"fastgw_websocket_sessions_open": "websocket_sessions_open",
+                  b"fastgw_connections": "client_connections"}
+        view: dict = {"admin": f"{host}:{port}"}
+        for line in response.partition(b"\r\n\r\n")[2].splitlines():
+            name, _, value = line.partition(b" ")
+            if name in wanted:
+                view[wanted[name]] = int(float(value))
+        return view
+
     async def stop(self) -> None:
         for conn in list(self.room):
-            conn.transport.write(encode_frame(0x8, struct.pack("!H", 1001) + b"demo stopping"))
+            conn.transport.write(frames.build_close(frames.CLOSE_GOING_AWAY, "demo stopping"))
             conn.transport.close()
         if self.server is not None:
             self.server.close()
@@ -102,9 +138,11 @@ class DemoConnection(asyncio.Protocol):
         self.transport = None
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
-        self.ws_buffer = b""
-        self.fragments: list[bytes] = []
         self.websocket = False
+        self.scanner: frames.FrameScanner | None = None
+        self.inbox = bytearray()  # WebSocket bytes received and not yet handled as whole frames
+        self.checked = 0  # how many bytes of inbox the scanner has validated
+        self.fragments: list[bytes] = []
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -112,7 +150,8 @@ class DemoConnection(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         if self in self.backend.room:
             self.backend.room.discard(self)
-            self.backend.broadcast({"from": "*", "text": f"someone left ({len(self.backend.room)} here)"})
+            self.backend.broadcast({"from": "*",
+                                    "text": f"someone left ({len(self.backend.room)} here)"})
 
     def data_received(self, data: bytes) -> None:
         if self.websocket:
@@ -123,7 +162,8 @@ class DemoConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade as exc:
             self.ws_data(data[exc.args[0]:])
         except httptools.HttpParserError:
-            self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
+                                 b"Connection: close\r\n\r\n")
             self.transport.close()
 
     def on_message_begin(self) -> None:
@@ -138,119 +178,162 @@ class DemoConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         path = self.url.split(b"?")[0]
+        keep = self.parser.should_keep_alive()
         if path == b"/chat/ws" and self.headers.get(b"upgrade", b"").lower() == b"websocket":
             self.accept_websocket()
         elif path == b"/":
-            self.respond(200, "text/html; charset=utf-8",
-                         self.backend.page.replace("__SERVER__", self.backend.name).encode())
+            self.respond(200, "text/html; charset=utf-8", self.backend.page, keep)
         elif path == b"/api/info":
-            info = {"server": self.backend.name,
-                    "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in self.headers.items()}}
-            self.respond(200, "application/json", json.dumps(info, indent=2).encode())
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in self.headers.items()}
+            info = {"server": self.backend.name, "headers": headers}
+            self.respond(200, "application/json", json.dumps(info, indent=2).encode(), keep)
+        elif path == b"/api/gateway":
+            # Answered when the admin listener has: no more requests are read until then, so
+            # that answers keep the order of the requests (RFC 9112 section 9.3.2).
+            self.transport.pause_reading()
+            asyncio.get_running_loop().create_task(self.answer_gateway_view(keep))
         elif path == b"/healthz":
-            self.respond(200, "text/plain", b"ok\n")
+            self.respond(200, "text/plain", b"ok\n", keep)
         else:
-            self.respond(404, "text/plain", b"not found\n")
+            self.respond(404, "text/plain", b"not found\n", keep)
 
-    def respond(self, status: int, ctype: str, body: bytes) -> None:
-        reason = {200: "OK", 404: "Not Found"}.get(status, "OK")
-        keep = self.parser.should_keep_alive()
+    async def answer_gateway_view(self, keep: bool) -> None:
+        try:
+            view = await self.backend.gateway_view()
+            view["server"] = self.backend.name
+            self.respond(200, "application/json", json.dumps(view).encode(), keep)
+        except (OSError, asyncio.TimeoutError) as exc:
+            self.respond(502, "text/plain", f"admin listener unreachable: {exc}\n".encode(), keep)
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def respond(self, status: int, ctype: str, body: bytes, keep: bool) -> None:
+        if self.transport.is_closing():
+            return
+        reason = {200: "OK", 404: "Not Found", 502: "Bad Gateway"}.get(status, "OK")
         close = "" if keep else "Connection: close\r\n"
-        self.transport.write(
-            f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-            f"X-Demo-Server: {self.backend.name}\r\n{close}\r\n".encode() + body)
+        head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
+                f"X-Demo-Server: {self.backend.name}\r\n{close}\r\n")
+        self.transport.write(head.encode() + body)
         if not keep:
             self.transport.close()
 
-    # -- the chat room: a minimal RFC 6455 server endpoint -------------------------------
+    # -- the chat room: an RFC 6455 server endpoint ------------------------------------------
 
     def accept_websocket(self) -> None:
         key = self.headers.get(b"sec-websocket-key", b"")
-        accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
         offered = [p.strip() for p in self.headers.get(b"sec-websocket-protocol", b"").split(b",")]
         proto = b"Sec-WebSocket-Protocol: chat\r\n" if b"chat" in offered else b""
         self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                             b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n"
-                             + proto + b"\r\n")
+                             b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept_key(key)
+                             + b"\r\n" + proto + b"\r\n")
         self.websocket = True
+        self.scanner = frames.FrameScanner(masked=True, max_message_size=MAX_MESSAGE_BYTES)
         self.backend.room.add(self)
-        self.backend.broadcast({"from": "*", "text": f"someone joined ({len(self.backend.room)} here)"})
+        self.backend.broadcast({"from": "*",
+                                "text": f"someone joined ({len(self.backend.room)} here)"})
 
     def ws_data(self, data: bytes) -> None:
-        self.ws_buffer += data
+        if self.transport.is_closing():
+            return
+        self.inbox += data
+        try:
+            # The scanner takes what it did not consume last time, then the new bytes.
+            self.checked += self.scanner.scan(bytes(self.inbox[self.checked:]))
+        except FrameError as exc:
+            self.close(exc.code, exc.reason)
+            return
         while True:
-            frame = decode_frame(self.ws_buffer)
+            frame = _whole_frame(self.inbox, self.checked)
             if frame is None:
                 return
-            fin, opcode, payload, used = frame
-            self.ws_buffer = self.ws_buffer[used:]
-            if opcode == 0x8:
-                self.transport.write(encode_frame(0x8, payload[:2]))
-                self.transport.close()
+            opcode, fin, payload, used = frame
+            del self.inbox[:used]
+            self.checked -= used
+            if opcode == frames.OP_CLOSE:
+                try:
+                    code, _ = frames.parse_close(payload)
+                except FrameError as exc:
+                    self.close(exc.code, exc.reason)
+                    return
+                # Section 5.5.1: answer a Close with a Close (echoing its code), then end TCP.
+                self.close(code, "")
                 return
-            if opcode == 0x9:
-                self.transport.write(encode_frame(0xA, payload))
-            elif opcode in (0x0, 0x1, 0x2):
+            if opcode == frames.OP_PING:
+                self.transport.write(frames.build_frame(frames.OP_PONG, payload))
+            elif opcode in (frames.OP_TEXT, frames.OP_BINARY, frames.OP_CONT):
                 self.fragments.append(payload)
                 if fin:
                     text = b"".join(self.fragments)
                     self.fragments = []
                     self.chat(text)
 
+    def close(self, code: int | None, reason: str) -> None:
+        self.transport.write(frames.build_close(code, reason))
+        self.transport.close()
+
+    def send(self, message: dict) -> None:
+        self.transport.write(frames.build_frame(frames.OP_TEXT, json.dumps(message).encode()))
+
     def chat(self, raw: bytes) -> None:
         try:
             message = json.loads(raw)
-            out = {"from": str(message.get("from", "?"))[:40], "text": str(message.get("text", ""))[:2000]}
-        except (ValueError, AttributeError):
-            out = {"from": "?", "text": raw.decode("utf-8", "replace")[:2000]}
-        self.backend.broadcast(out)
+        except ValueError:
+            message = {"from": "?", "text": raw.decode("utf-8", "replace")}
+        if not isinstance(message, dict):
+            message = {"from": "?", "text": str(message)}
+        sender, text = str(message.get("from", "?")), str(message.get("text", ""))
+        if len(text) > CHAT_TEXT_LIMIT or len(sender) > CHAT_NAME_LIMIT:
+            what, limit, n = ("message", CHAT_TEXT_LIMIT, len(text)) \
+                if len(text) > CHAT_TEXT_LIMIT else ("name", CHAT_NAME_LIMIT, len(sender))
+            self.send({"from": "*", "error": "too_long", "limit": limit,
+                       "text": f"not sent: your {what} has {n} characters, the limit is {limit}"})
+            return
+        self.backend.broadcast({"from": sender, "text": text})
 
 
-def decode_frame(buf: bytes):
-    """(fin, opcode, unmasked payload, bytes used) or None if incomplete."""
-    if len(buf) < 2:
+def _whole_frame(buf: bytearray, checked: int):
+    """(opcode, fin, unmasked payload, frame length) of the frame at the start of `buf` when it
+    is whole and among the first `checked` bytes (already validated by the FrameScanner: masked,
+    minimal length, section 5.2), else None."""
+    if checked < 2:
         return None
-    b0, b1 = buf[0], buf[1]
-    length = b1 & 0x7F
-    pos = 2
+    length, pos = buf[1] & 0x7F, 2
     if length == 126:
-        if len(buf) < 4:
-            return None
-        length = struct.unpack_from("!H", buf, 2)[0]
-        pos = 4
+        length, pos = int.from_bytes(buf[2:4], "big"), 4
     elif length == 127:
-        if len(buf) < 10:
-            return None
-        length = struct.unpack_from("!Q", buf, 2)[0]
-        pos = 10
-    mask = b""
-    if b1 & 0x80:
-        mask = buf[pos:pos + 4]
-        pos += 4
-    if len(buf) < pos + length:
+        length, pos = int.from_bytes(buf[2:10], "big"), 10
+    end = pos + 4 + length
+    if end > checked:
         return None
-    payload = buf[pos:pos + length]
-    if mask:
-        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bool(b0 & 0x80), b0 & 0x0F, payload, pos + length
+    payload = bytearray(buf[pos + 4:end])
+    frames.apply_mask(payload, buf[pos:pos + 4])
+    return buf[0] & 0x0F, bool(buf[0] & 0x80), bytes(payload), end
 
 
-def encode_frame(opcode: int, payload: bytes) -> bytes:
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, n)
-    elif n < 65536:
-        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
-    return head + payload
+def _admin_port(host: str, port: int) -> int:
+    """The port after the gateway's when it is free on `host`, else any free one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for candidate in (port + 1, 0):
+        if candidate > 65535:
+            continue
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, candidate))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise OSError(f"no free port for the admin listener on {host}")
 
 
 async def demo_main(host: str, port: int, ready: asyncio.Event | None = None) -> int:
     from fastgw.gateway import Gateway
-    a, b = DemoBackend("demo-backend-a"), DemoBackend("demo-backend-b")
+    admin = (host, _admin_port(host, port))
+    shown_admin = f"[{host}]:{admin[1]}" if ":" in host else f"{host}:{admin[1]}"
+    a, b = DemoBackend("demo-backend-a", admin), DemoBackend("demo-backend-b", admin)
     port_a, port_b = await a.start(), await b.start()
-    toml = DEMO_TOML.format(host=host, port=port, a=port_a, b=port_b)
+    toml = DEMO_TOML.format(host=host, port=port, a=port_a, b=port_b, admin=shown_admin)
     cfg = config_mod.loads(toml, source="<demo>")
     gateway = Gateway(cfg)
     await gateway.start()
@@ -259,7 +342,9 @@ async def demo_main(host: str, port: int, ready: asyncio.Event | None = None) ->
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     shown = f"[{host}]" if ":" in host else host
-    print(f"fastgw demo: open http://{shown}:{port}/  (WebSocket chat at ws://{shown}:{port}/chat/ws)",
+    print(f"fastgw demo: open http://{shown}:{port}/  "
+          f"(WebSocket chat at ws://{shown}:{port}/chat/ws)", flush=True)
+    print(f"  admin listener: http://{shown_admin}/metrics, http://{shown_admin}/backend-health",
           flush=True)
     print(f"  demo backends on 127.0.0.1:{port_a} and 127.0.0.1:{port_b}; Ctrl-C stops everything",
           flush=True)
@@ -276,10 +361,17 @@ async def demo_main(host: str, port: int, ready: asyncio.Event | None = None) ->
 def run_demo(host: str = "127.0.0.1", port: int = 8080) -> int:
     log.setup(log.WARNING if not os.environ.get("FASTGW_LOG_LEVEL") else
               getattr(log, os.environ["FASTGW_LOG_LEVEL"].upper(), log.INFO))
+    from fastgw.errors import ConfigError
     from fastgw.listener import BindError
     try:
         import uvloop
         return uvloop.run(demo_main(host, port))
     except BindError as exc:
         print(f"fastgw demo: {exc} (try --port)", file=sys.stderr)
+        return 1
+    except ConfigError as exc:  # e.g. a --host that is not an IP address
+        print(exc.render().replace("<demo>:", "fastgw demo: "), file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"fastgw demo: {exc}", file=sys.stderr)
         return 1

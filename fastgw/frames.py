@@ -1,15 +1,18 @@
 """Select the frame engine: the Cython extension or its pure-Python twin.
 
 FASTGW_NO_EXTENSIONS=1 forces the twin (fastgw._frames_py); FASTGW_REQUIRE_EXTENSIONS=1 makes a
-missing or broken extension an ImportError, so that a wheel or CI build that failed to compile
-cannot pass quietly on the twin. IMPLEMENTATION says which one is in use: "c" or "py".
+missing or broken extension an ImportError (fastgw.native.ExtensionsRequired, one line saying
+why), so that a wheel or CI build that failed to compile cannot pass quietly on the twin.
+IMPLEMENTATION says which one is in use: "c" or "py".
 """
 
 import os
 
+from fastgw import native as _native
+
 if os.environ.get("FASTGW_NO_EXTENSIONS") == "1":
     if os.environ.get("FASTGW_REQUIRE_EXTENSIONS") == "1":
-        raise ImportError("FASTGW_NO_EXTENSIONS=1 and FASTGW_REQUIRE_EXTENSIONS=1 contradict")
+        raise _native.ExtensionsRequired(_native.required_problem())
     from fastgw._frames_py import *  # noqa: F401,F403
     from fastgw._frames_py import __all__
 
@@ -20,9 +23,10 @@ else:
         from fastgw._frames import __all__
 
         IMPLEMENTATION = "c"
-    except ImportError:
+    except ImportError as exc:
         if os.environ.get("FASTGW_REQUIRE_EXTENSIONS") == "1":
-            raise
+            raise _native.ExtensionsRequired(
+                _native.required_problem() or f"fastgw._frames does not import: {exc}") from None
         from fastgw._frames_py import *  # noqa: F401,F403
         from fastgw._frames_py import __all__  # noqa: F811
 

@@ -12,7 +12,7 @@ import os
 import ssl
 
 from fastgw import tls
-from fastgw.config import Config
+from fastgw.config import Config, item_key
 
 
 def _readable(path: str) -> str | None:
@@ -35,26 +35,27 @@ def check(cfg: Config) -> tuple[list[tuple[str, str, str]], list[str]]:
     for i, lst in enumerate(cfg.listeners):
         if lst.protocol != "https":
             continue
+        prefix = item_key("listeners", i, lst.name)
         unreadable = False
         for key in ("certificate", "private_key"):
             why = _readable(getattr(lst, key))
             if why:
-                problems.append((src, f"listeners[{i}].{key}", why))
+                problems.append((src, f"{prefix}.{key}", why))
                 unreadable = True
         if unreadable:
             continue
         try:
             tls.listener_context(lst)
         except tls.TlsConfigError as exc:
-            problems.append((src, f"listeners[{i}].{exc.key}", exc.reason))
+            problems.append((src, f"{prefix}.{exc.key}", exc.reason))
             continue
         expired = tls.expiry_warning(lst.certificate)
         if expired:
-            warnings.append(f"{src}:listeners[{i}].certificate: warning: {expired}")
+            warnings.append(f"{src}:{prefix}.certificate: warning: {expired}")
     for i, s in enumerate(cfg.backend_settings):
         if not s.trusted_root_certificate:
             continue
-        key = f"backend_settings[{i}].trusted_root_certificate"
+        key = f"{item_key('backend_settings', i, s.name)}.trusted_root_certificate"
         why = _readable(s.trusted_root_certificate)
         if why:
             problems.append((src, key, why))
@@ -75,7 +76,7 @@ def waf_problems(cfg: Config) -> list[tuple[str, str, str]]:
         policies.append(("waf", cfg.waf))
     for i, lst in enumerate(cfg.listeners):
         if lst.waf is not None and lst.waf.mode != "off":
-            policies.append((f"listeners[{i}].waf", lst.waf))
+            policies.append((f"{item_key('listeners', i, lst.name)}.waf", lst.waf))
     if not policies:
         return []
     from fastgw import waf

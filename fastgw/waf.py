@@ -50,7 +50,8 @@ Exclusions and disabled rules
 -----------------------------
 ``disabled_rules`` become ``SecRuleRemoveById`` (any rule, CRS or custom; an id no loaded file
 defines is a config error, to catch typos). ``exclusions`` ("REQUEST_HEADERS:Authorization",
-"REQUEST_COOKIES:session", "ARGS:token", also ARGS_GET/ARGS_POST and ``/regex/`` names) become
+"REQUEST_COOKIES:session", "ARGS:token", also ARGS_GET/ARGS_POST, the ``*_NAMES`` collections
+for the names themselves, and ``/regex/`` names; ``config.exclusion_problem`` checks them) become
 ``SecRuleUpdateTargetByTag "OWASP_CRS" "!<target>"``: they apply to every CRS rule. As on the
 cloud gateway they do not apply to custom rules, which name their targets themselves.
 
@@ -102,6 +103,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from fastgw.config import exclusion_problem
 from fastgw.errors import FastgwError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -120,8 +122,8 @@ __all__ = [
 ]
 
 INSTALL_HINT = (
-    "the WAF needs the libmodsecurity binding: pip install 'fastgw[waf]' "
-    "(and the OWASP CRS, e.g. apt-get install modsecurity-crs)"
+    "the WAF needs the libmodsecurity binding: pip install 'fastgw[waf]' (from a clone: "
+    "pip install '.[waf]'), and the OWASP CRS (e.g. apt-get install modsecurity-crs)"
 )
 
 # Measured by benchmarks/bench_waf.py: N threads inspecting in parallel are no faster than one.
@@ -151,8 +153,6 @@ _RECOMMENDED_DISRUPTIVE = {200002: 400, 200003: 400, 200004: 403}
 _RECOMMENDED_IDS = frozenset({200000, 200001, *_RECOMMENDED_DISRUPTIVE})
 
 _SEVERITIES = ("EMERGENCY", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "INFO", "DEBUG")
-_EXCLUSION_COLLECTIONS = ("REQUEST_HEADERS", "REQUEST_COOKIES", "ARGS", "ARGS_GET", "ARGS_POST")
-_EXCLUSION_RE = re.compile(r"^(%s):([^\s\"'\\|,!]+)$" % "|".join(_EXCLUSION_COLLECTIONS))
 _TOTAL_SCORE_RE = re.compile(r"Total Score: (\d+)")
 _GEOIP_ERROR = "not compiled with GeoIP or MaxMind support"
 _SELF_TEST_URI = b"/?fastgw_selftest=%3Cscript%3Ealert(1)%3C/script%3E&fastgw_selftest_sql=1%27%20or%20%271%27=%271"
@@ -491,13 +491,10 @@ def _load(cfg: WafConfig) -> _Loaded:
     # --- validation of what only the engine side knows -----------------------------------
     exclusions_ok = True
     for i, target in enumerate(cfg.exclusions):
-        if not isinstance(target, str) or not _EXCLUSION_RE.match(target):
+        why = exclusion_problem(target)
+        if why:
             exclusions_ok = False
-            out.problems.append((
-                f"waf.exclusions[{i}]",
-                f"{target!r} is not COLLECTION:name with COLLECTION one of "
-                + ", ".join(_EXCLUSION_COLLECTIONS),
-            ))
+            out.problems.append((f"waf.exclusions[{i}]", why))
     rules_dir = _crs_rules_dir(cfg.crs_path) if cfg.crs_path else None
     if not cfg.crs_path or not os.path.isdir(cfg.crs_path):
         out.problems.append(("waf.crs_path", f"no such directory: {cfg.crs_path!r} (install the OWASP CRS, e.g. apt-get install modsecurity-crs)"))

@@ -26,6 +26,9 @@ def pytest_sessionstart(session):
     """FASTGW_REQUIRE_EXTENSIONS=1: every test of the gateway runs on the compiled hot path
     (fastgw/native.py), not quietly on its pure-Python twin; FASTGW_NO_EXTENSIONS=1: on the twin."""
     from fastgw import native
+    problem = native.required_problem()
+    if problem:
+        pytest.exit(problem, 3)
     kind = native.implementation()
     if _REQUIRE_EXT and kind != "c":
         pytest.exit(f"FASTGW_REQUIRE_EXTENSIONS=1 but the hot path is {kind!r}: build it with "

@@ -92,6 +92,10 @@ def check(tmp_path, text: str, capsys) -> tuple[int, list[str]]:
     return code, lines
 
 
+def starts(lines: list[str], prefix: str) -> bool:
+    return any(line.startswith(prefix) for line in lines)
+
+
 def test_design_example_loads(tmp_path, capsys):
     code, lines = check(tmp_path, GOOD, capsys)
     assert code == 0 and lines == []
@@ -127,7 +131,7 @@ def test_unknown_keys(tmp_path, capsys):
     text += "\n[extra]\nx = 1\n"
     code, lines = check(tmp_path, text, capsys)
     assert code == 2
-    assert "probes[0].intervall: unknown key" in lines
+    assert "probes[0] \"chat-probe\".intervall: unknown key; did you mean 'interval'?" in lines
     assert "gateway.foo: unknown key" in lines
     assert "extra: unknown key" in lines
 
@@ -138,9 +142,10 @@ def test_wrong_types(tmp_path, capsys):
     text = text.replace('servers = ["127.0.0.1:9001", "app.internal"]', 'servers = "127.0.0.1"')
     code, lines = check(tmp_path, text, capsys)
     assert code == 2
-    assert any(line.startswith("listeners[0].port: must be an integer") for line in lines)
-    assert any(line.startswith("backend_settings[0].cookie_affinity: must be true or false") for line in lines)
-    assert any(line.startswith("backend_pools[0].servers: must be an array") for line in lines)
+    assert starts(lines, 'listeners[0] "public-http".port: must be an integer')
+    assert starts(lines, 'backend_settings[0] "chat-settings".cookie_affinity: must be true or '
+                         'false')
+    assert starts(lines, 'backend_pools[0] "chat".servers: must be an array')
 
 
 def test_out_of_range_ports(tmp_path, capsys):
@@ -148,9 +153,9 @@ def test_out_of_range_ports(tmp_path, capsys):
     text = text.replace('"127.0.0.1:9001"', '"127.0.0.1:65536"')
     code, lines = check(tmp_path, text, capsys)
     assert code == 2
-    assert "listeners[0].port: 70000 is out of range (1-65535)" in lines
-    assert "backend_settings[0].port: 0 is out of range (1-65535)" in lines
-    assert any(line.startswith("backend_pools[0].servers[0]: port 65536") for line in lines)
+    assert 'listeners[0] "public-http".port: 70000 is out of range (1-65535)' in lines
+    assert 'backend_settings[0] "chat-settings".port: 0 is out of range (1-65535)' in lines
+    assert starts(lines, 'backend_pools[0] "chat".servers[0]: port 65536')
 
 
 def test_out_of_range_durations(tmp_path, capsys):
@@ -158,9 +163,10 @@ def test_out_of_range_durations(tmp_path, capsys):
         "interval = 30", "interval = -5").replace("timeout = 30\nunhealthy", "timeout = 1e9\nunhealthy")
     code, lines = check(tmp_path, text, capsys)
     assert code == 2
-    assert any(line.startswith("backend_settings[0].request_timeout: 0 seconds is out of range") for line in lines)
-    assert any(line.startswith("probes[0].interval: -5 seconds is out of range") for line in lines)
-    assert any(line.startswith("probes[0].timeout:") for line in lines)
+    assert starts(lines, 'backend_settings[0] "chat-settings".request_timeout: 0 seconds '
+                         'is out of range')
+    assert starts(lines, 'probes[0] "chat-probe".interval: -5 seconds is out of range')
+    assert starts(lines, 'probes[0] "chat-probe".timeout:')
 
 
 def test_duplicate_names(tmp_path, capsys):
@@ -171,7 +177,7 @@ servers = []
 """
     code, lines = check(tmp_path, text, capsys)
     assert code == 2
-    assert "backend_pools[1].name: duplicate name 'chat' (also backend_pools[0])" in lines
+    assert "backend_pools[1] \"chat\".name: duplicate name 'chat' (also backend_pools[0])" in lines
 
 
 def test_missing_references(tmp_path, capsys):
@@ -181,23 +187,26 @@ def test_missing_references(tmp_path, capsys):
                         '  backend_pool = "ghost"\n  backend_settings = "phantom"')
     code, lines = check(tmp_path, text, capsys)
     assert code == 2
-    assert "rules[0].listener: no listener named 'nope'" in lines
-    assert "backend_settings[0].probe: no probe named 'no-probe'" in lines
-    assert "rules[0].paths[0].backend_pool: no backend pool named 'ghost'" in lines
-    assert "rules[0].paths[0].backend_settings: no backend settings named 'phantom'" in lines
+    assert "rules[0] \"chat-rule\".listener: no listener named 'nope'" in lines
+    assert ("backend_settings[0] \"chat-settings\".probe: no probe named 'no-probe'; "
+            "did you mean 'chat-probe'?") in lines
+    assert "rules[0] \"chat-rule\".paths[0].backend_pool: no backend pool named 'ghost'" in lines
+    assert ("rules[0] \"chat-rule\".paths[0].backend_settings: no backend settings named "
+            "'phantom'") in lines
 
 
 def test_https_listener_without_readable_certificate(tmp_path, capsys):
     text = GOOD.replace('protocol = "http"\nhost_names', 'protocol = "https"\nhost_names')
     code, lines = check(tmp_path, text, capsys)
     assert code == 2
-    assert "listeners[0].certificate: is required for an https listener" in lines
-    assert "listeners[0].private_key: is required for an https listener" in lines
+    assert 'listeners[0] "public-http".certificate: is required for an https listener' in lines
+    assert 'listeners[0] "public-http".private_key: is required for an https listener' in lines
     text = text.replace("host_names = []", 'host_names = []\ncertificate = "missing.pem"\n'
                                            'private_key = "missing.key"')
     code, lines = check(tmp_path, text, capsys)
     assert code == 2
-    assert any(line.startswith("listeners[0].certificate:") and "missing.pem: no such file" in line
+    assert any(line.startswith('listeners[0] "public-http".certificate:')
+               and "missing.pem: no such file" in line
                for line in lines)
 
 
@@ -205,9 +214,11 @@ def test_wildcard_not_at_end(tmp_path, capsys):
     text = GOOD.replace('paths = ["/chat/*", "/ws"]', 'paths = ["/chat/*/x", "ws", "/a*"]')
     code, lines = check(tmp_path, text, capsys)
     assert code == 2
-    assert "rules[0].paths[0].paths[0]: '/chat/*/x': '*' is allowed only at the end of a path" in lines
-    assert "rules[0].paths[0].paths[1]: 'ws' must start with '/'" in lines
-    assert not any(line.startswith("rules[0].paths[0].paths[2]") for line in lines)
+    rule = 'rules[0] "chat-rule"'
+    assert (f"{rule}.paths[0].paths[0]: '/chat/*/x': '*' is allowed only at the end of a path"
+            in lines)
+    assert f"{rule}.paths[0].paths[1]: 'ws' must start with '/'" in lines
+    assert not starts(lines, f"{rule}.paths[0].paths[2]")
 
 
 def test_bad_choices_and_required(tmp_path, capsys):
@@ -215,7 +226,7 @@ def test_bad_choices_and_required(tmp_path, capsys):
         'name = "chat-rule"\n', "")
     code, lines = check(tmp_path, text, capsys)
     assert code == 2
-    assert any(line.startswith("backend_pools[0].load_balancing: must be one of") for line in lines)
+    assert starts(lines, 'backend_pools[0] "chat".load_balancing: must be one of')
     assert "rules[0].name: is required" in lines
 
 
@@ -231,9 +242,10 @@ private_key = "k.pem"
 """
     code, lines = check(tmp_path, text, capsys)
     assert code == 2
-    assert any(line.startswith("listeners[0].host_names[1]: '*.*.bad' is not a host name") for line in lines)
-    assert "listeners[0].host_names[2]: duplicate host name 'a.example.com'" in lines
-    assert any(line.startswith("listeners[1].protocol: port 8080 is http") for line in lines)
+    assert starts(lines, 'listeners[0] "public-http".host_names[1]: \'*.*.bad\' is not a host name')
+    assert ('listeners[0] "public-http".host_names[2]: duplicate host name \'a.example.com\''
+            in lines)
+    assert starts(lines, 'listeners[1] "second".protocol: port 8080 is http')
 
 
 def test_all_problems_at_once_and_no_traceback(tmp_path):
@@ -244,16 +256,17 @@ def test_all_problems_at_once_and_no_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert f"{path}:listeners[0].port: 0 is out of range (1-65535)" in lines
-    assert any(line.startswith(f"{path}:backend_settings[0].request_timeout:") for line in lines)
-    assert f"{path}:rules[0].listener: no listener named 'nope'" in lines
+    assert f'{path}:listeners[0] "public-http".port: 0 is out of range (1-65535)' in lines
+    assert starts(lines, f'{path}:backend_settings[0] "chat-settings".request_timeout:')
+    assert f"{path}:rules[0] \"chat-rule\".listener: no listener named 'nope'" in lines
 
 
 def test_serve_refuses_bad_config(tmp_path):
     path = write(tmp_path, GOOD.replace("port = 8080", "port = 99999"))
     result = run_cli("serve", path)
     assert result.returncode == 2
-    assert f"{path}:listeners[0].port: 99999 is out of range (1-65535)" in result.stderr
+    assert (f'{path}:listeners[0] "public-http".port: 99999 is out of range (1-65535)'
+            in result.stderr)
     assert "Traceback" not in result.stderr
 
 
@@ -271,8 +284,9 @@ status = 305
 """
     code, lines = check(tmp_path, text, capsys)
     assert code == 2
-    assert any(line.startswith("rules[1].target_listener: a redirect rule needs exactly one") for line in lines)
-    assert "rules[1].status: 305 is not a redirect status (301, 302, 303, 307 or 308)" in lines
+    assert starts(lines, 'rules[1] "to-https".target_listener: a redirect rule needs exactly one')
+    assert ('rules[1] "to-https".status: 305 is not a redirect status (301, 302, 303, 307 or 308)'
+            in lines)
 
 
 def test_relative_paths_resolve_against_config_file(tmp_path):
@@ -294,3 +308,111 @@ def test_examples_check_clean():
     for path in files:
         result = run_cli("check", path)
         assert result.returncode == 0, result.stderr
+
+
+def test_no_follow_on_errors_for_items_that_exist(tmp_path):
+    """A listener (pool, settings, probe) with a problem of its own still exists by name: the
+    references to it are not reported a second time."""
+    text = GOOD.replace("port = 8080", "port = 70000")
+    text = text.replace('load_balancing = "round_robin"', 'load_balancing = "random"')
+    text = text.replace("interval = 30", "interval = -1")
+    path = write(tmp_path, text)
+    result = run_cli("check", path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = [line[len(path) + 1:] for line in result.stderr.splitlines()]
+    assert 'listeners[0] "public-http".port: 70000 is out of range (1-65535)' in lines
+    assert starts(lines, 'backend_pools[0] "chat".load_balancing: must be one of')
+    assert starts(lines, 'probes[0] "chat-probe".interval: -1 seconds is out of range')
+    assert len(lines) == 3, lines  # no "no listener named 'public-http'" and the like
+
+
+def test_did_you_mean_for_unknown_keys(tmp_path):
+    text = GOOD.replace("[[listeners]]", "[[listener]]", 1)
+    text = text.replace("request_timeout = 30", "request_timout = 30")
+    text = text.replace("[gateway]\n", "[gateway]\nworker = 2\nsomething_else = 1\n")
+    path = write(tmp_path, text)
+    result = run_cli("check", path)
+    assert result.returncode == 2
+    lines = [line[len(path) + 1:] for line in result.stderr.splitlines()]
+    assert "listener: unknown key; did you mean 'listeners'?" in lines
+    assert ("backend_settings[0] \"chat-settings\".request_timout: unknown key; did you mean "
+            "'request_timeout'?") in lines
+    assert "gateway.worker: unknown key; did you mean 'workers'?" in lines
+    assert "gateway.something_else: unknown key" in lines  # nothing close: no suggestion
+
+
+def test_did_you_mean_for_unknown_names(tmp_path, capsys):
+    text = GOOD.replace('listener = "public-http"', 'listener = "public-htp"')
+    text = text.replace('probe = "chat-probe"', 'probe = "chat-prob"')
+    text = text.replace('  backend_pool = "chat"\n  backend_settings = "chat-settings"',
+                        '  backend_pool = "chta"\n  backend_settings = "chat-setings"')
+    text += '''
+[[rules]]
+name = "redirect"
+type = "redirect"
+listener = "public-http"
+target_listener = "publik-http"
+'''
+    code, lines = check(tmp_path, text, capsys)
+    assert code == 2
+    rule = 'rules[0] "chat-rule"'
+    assert (f"{rule}.listener: no listener named 'public-htp'; did you mean 'public-http'?"
+            in lines)
+    assert (f"{rule}.paths[0].backend_pool: no backend pool named 'chta'; did you mean 'chat'?"
+            in lines)
+    assert (f"{rule}.paths[0].backend_settings: no backend settings named 'chat-setings'; did "
+            "you mean 'chat-settings'?") in lines
+    assert ("backend_settings[0] \"chat-settings\".probe: no probe named 'chat-prob'; did you "
+            "mean 'chat-probe'?") in lines
+    assert ("rules[1] \"redirect\".target_listener: no listener named 'publik-http'; did you "
+            "mean 'public-http'?") in lines
+
+
+def test_locations_name_the_item(tmp_path, capsys):
+    """FILE:key.path: reason, where an item with a (valid) name is named after its index."""
+    text = GOOD.replace('name = "public-http"', 'name = "bad name!"').replace(
+        "port = 8080", "port = 0")
+    code, lines = check(tmp_path, text, capsys)
+    assert code == 2
+    # Without a valid name there is only the index.
+    assert starts(lines, "listeners[0].name: 'bad name!' is not a valid name")
+    assert "listeners[0].port: 0 is out of range (1-65535)" in lines
+    text = GOOD.replace('type = "path_based"', 'type = "basic"\ntarget_url = "http://x"')
+    code, lines = check(tmp_path, text, capsys)
+    assert code == 2
+    assert 'rules[0] "chat-rule".target_url: only applies to rules with type = "redirect"' in lines
+
+
+@pytest.mark.parametrize("target,ok", [
+    ("ARGS:token", True), ("ARGS_GET:id", True), ("ARGS_POST:/^pass/", True),
+    ("REQUEST_HEADERS:Authorization", True), ("REQUEST_COOKIES:session", True),
+    ("ARGS_NAMES:x", True), ("REQUEST_HEADERS_NAMES:/^x-/", True),
+    ("REQUEST_COOKIES_NAMES:sid", True), ("ARGS_GET_NAMES:q", True),
+    ("ARGS", False), ("ARGS:", False), ("HEADERS:x", False), ("args:x", False),
+    ("ARGS:a b", False), ('ARGS:a"b', False), ("ARGS:/a|b/", False), ("ARGS:x,y", False),
+    ("ARGS:!x", False), ("REQUEST_BODY:x", False),
+])
+def test_waf_exclusions_one_validator(tmp_path, capsys, target, ok):
+    """config.py and waf.py check exclusions with one function (waf.py before it loads them;
+    tests/test_waf.py runs them through libmodsecurity)."""
+    assert (config.exclusion_problem(target) is None) == ok
+    text = GOOD.replace("exclusions = []", f"exclusions = [{target!r}]".replace("'", '"')
+                        if '"' not in target else f"exclusions = ['{target}']")
+    code, lines = check(tmp_path, text, capsys)
+    if ok:
+        assert code == 0, lines
+    else:
+        assert code == 2
+        assert lines == [f"waf.exclusions[0]: {config.exclusion_problem(target)}"]
+
+
+@pytest.mark.parametrize("command", ["serve", "check", "demo"])
+def test_help_describes_the_arguments(command):
+    result = run_cli(command, "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "examples/gateway.toml" in text
+    if command != "demo":
+        assert "CONFIG path to the gateway's TOML configuration file" in text
+    if command == "serve":
+        assert "--log-level {debug,info,warning,error} least severe event" in text

@@ -364,7 +364,7 @@ def test_certificate_errors_named_by_check(ca, certs, tmp_path, capsys):
     path.write_text(text)
     assert cli.main(["check", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "listeners[0].private_key:" in err and "FASTGW_TLS_KEY_PASSWORD" in err
+    assert 'listeners[0] "site-a".private_key:' in err and "FASTGW_TLS_KEY_PASSWORD" in err
     # ... readable with the passphrase from the environment.
     import os
     os.environ["FASTGW_TLS_KEY_PASSWORD"] = "secret"
@@ -377,11 +377,11 @@ def test_certificate_errors_named_by_check(ca, certs, tmp_path, capsys):
     path.write_text(https_toml(port, certs, 1).replace(certs["a.test"][1], certs["b.test"][1]))
     assert cli.main(["check", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "listeners[0].private_key:" in err and "does not match the certificate" in err
+    assert 'listeners[0] "site-a".private_key:' in err and "does not match the certificate" in err
     # A missing file.
     path.write_text(https_toml(port, certs, 1).replace(certs["b.test"][0], str(tmp_path / "gone.pem")))
     assert cli.main(["check", str(path)]) == 2
-    assert "listeners[1].certificate:" in capsys.readouterr().err
+    assert 'listeners[1] "site-b".certificate:' in capsys.readouterr().err
     # An expired certificate is a warning, not an error.
     old = ca.issue_cert("a.test", not_before=datetime.datetime(2020, 1, 1),
                         not_after=datetime.datetime(2021, 1, 1))
@@ -391,7 +391,7 @@ def test_certificate_errors_named_by_check(ca, certs, tmp_path, capsys):
                     .replace(certs["a.test"][1], str(tmp_path / "old.key")))
     assert cli.main(["check", str(path)]) == 0
     err = capsys.readouterr().err
-    assert "listeners[0].certificate: warning:" in err and "expired" in err
+    assert 'listeners[0] "site-a".certificate: warning:' in err and "expired" in err
 
 
 def test_plain_http_to_https_port_is_refused_cleanly(ca, certs, backend):

@@ -357,6 +357,33 @@ def test_exclusions(prevention, target, attack):
         waf.close()
 
 
+# Attacks in the names (not the values) of an argument and of a cookie: the CRS inspects
+# ARGS_NAMES and REQUEST_COOKIES_NAMES too.
+NAME_ATTACKS = {
+    "xss-arg-name": dict(uri=b"/search?q1%3Cscript%3Ealert(1)%3C/script%3E=1"),
+    "xss-cookie-name": dict(headers=replace(CHROME, b"Cookie", b"x<script>alert(1)</script>=1")),
+}
+
+
+@pytest.mark.parametrize("target,attack", [
+    ("ARGS_NAMES:/^q1/", "xss-arg-name"),
+    ("REQUEST_COOKIES_NAMES:/^x/", "xss-cookie-name"),
+])
+def test_exclusions_of_names(prevention, target, attack):
+    """The *_NAMES collections (the cloud gateway's "...Keys" exclusions) load into
+    libmodsecurity and leave those names out; config.py accepts them with the same validator."""
+    verdict = inspect(prevention, **NAME_ATTACKS[attack])
+    assert verdict.blocked and any("_NAMES:" in m.data for m in verdict.matches), verdict.matches
+    assert check(config(exclusions=(target,))) == []
+    waf = Waf(config(exclusions=(target,)))
+    try:
+        verdict = inspect(waf, **NAME_ATTACKS[attack])
+        assert not verdict.blocked and not verdict.would_block, verdict.matches
+        assert inspect(waf, **ATTACKS["xss-cookie"]).blocked  # only those names are left out
+    finally:
+        waf.close()
+
+
 # ------------------------------------------------------------------------------------------
 # bodies
 
