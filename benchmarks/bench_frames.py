@@ -3,7 +3,7 @@
     pytest benchmarks/bench_frames.py
     pytest benchmarks/bench_frames.py --benchmark-json=frames.json
 
-Measured in one run (issue 3):
+Measured in one run:
   * scanning a 64 KiB chunk of 64-byte-payload masked frames (the chat workload), C vs twin;
   * scanning a chunk that holds one large frame (64 KiB payload), C vs twin;
   * apply_mask on 1 MiB, C vs twin vs `bytes(bytearray_1MiB)`, a plain copy: the memory-bandwidth

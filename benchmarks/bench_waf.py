@@ -22,7 +22,7 @@ import pytest
 
 try:
     from fastgw.config import WafConfig
-    from fastgw.waf import BINDING_RELEASES_GIL, Waf, waf_available
+    from fastgw.waf import Waf, waf_available
 except ImportError as exc:  # pragma: no cover
     pytest.skip(f"fastgw.waf cannot be imported: {exc}", allow_module_level=True)
 
@@ -53,7 +53,8 @@ BROWSER = [
     (b"Referer", b"https://shop.example.com/catalog?page=2&sort=price"),
     (b"Accept-Encoding", b"gzip, deflate, br, zstd"),
     (b"Accept-Language", b"en-US,en;q=0.9,fr;q=0.8"),
-    (b"Cookie", b"_ga=GA1.1.123456789.1700000000; session=eyJhbGciOiJIUzI1NiJ9.eyJ1c2VyIjoiYWxpY2UifQ.c2ln; theme=dark"),
+    (b"Cookie", b"_ga=GA1.1.123456789.1700000000; session=eyJhbGciOiJIUzI1NiJ9.eyJ1c2VyIjoiYWxpY2UifQ.c2ln; "
+                b"theme=dark"),
 ]
 FORM_BODY = b"user=alice&password=s3cr%21t&remember=on&redirect=%2Faccount%2Forders"
 FORM = [h for h in BROWSER if h[0] != b"Upgrade-Insecure-Requests"] + [
@@ -138,19 +139,16 @@ def parallel_speedup(waf: Waf, threads: int = 2, per_thread: int = 150) -> dict[
 
 
 def test_gil_release(benchmark, prevention):
-    """Records the parallel speedup; fails if it clearly contradicts BINDING_RELEASES_GIL."""
+    """Records the parallel speedup; fails if the binding starts releasing the GIL (then a
+    thread pool for inspection would pay, and fastgw.waf's on-loop design is worth revisiting)."""
     threads = min(2, os.cpu_count() or 1)
     result = parallel_speedup(prevention, threads=threads)
     benchmark.extra_info.update(result)
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     if threads >= 2:
-        if BINDING_RELEASES_GIL:
-            assert result["cpu_parallelism"] > 1.3, f"BINDING_RELEASES_GIL is True but: {result}"
-        else:
-            assert result["cpu_parallelism"] < 1.5, (
-                f"the binding now seems to release the GIL ({result}); "
-                "set fastgw.waf.BINDING_RELEASES_GIL = True"
-            )
+        assert result["cpu_parallelism"] < 1.5, (
+            f"the binding now seems to release the GIL ({result}); inspecting in a thread "
+            "pool would pay (see fastgw/waf.py, 'Cost, and why on the loop')")
 
 
 def _time(waf: Waf, request: dict, n: int) -> tuple[float, float]:

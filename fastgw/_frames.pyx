@@ -1,9 +1,9 @@
 # cython: language_level=3, auto_pickle=False
 """WebSocket frame engine in C: header scanner, masking, frame building, relay buffer.
 
-Relaying WebSocket traffic costs mostly per system call, as long as no Python code runs per frame
-(issue 3). So this module works on whole reads: `FrameScanner.scan()` walks every frame header of
-a received chunk in C, validates it against RFC 6455 section 5 and says how many leading bytes may
+Relaying WebSocket traffic costs mostly per system call, as long as no Python code runs per
+frame. So this module works on whole reads: `FrameScanner.scan()` walks every frame header of a
+received chunk in C, validates it against RFC 6455 section 5 and says how many leading bytes may
 be forwarded now; payloads are never copied, unmasked or assembled (DESIGN.md section 3.3).
 `Pump` is the relay buffer of one direction of a session: the buffered protocol of one leg,
 writing what may be forwarded to the other leg, and calling back into Python (the session policy)

@@ -138,7 +138,7 @@ def _byte0_error(b0: int, in_message: bool, allow_rsv1: bool) -> tuple[int, str]
     return None
 
 
-def _byte0_table(allow_rsv1: bool) -> tuple[tuple, tuple]:
+def _byte0_table(allow_rsv1: bool) -> tuple[tuple[tuple[int, str] | None, ...], ...]:
     return tuple(
         tuple(_byte0_error(b0, in_message, allow_rsv1) for b0 in range(256))
         for in_message in (False, True)
@@ -206,7 +206,7 @@ class FrameScanner:
         self._max_message = max_message_size
         self._report = bool(report_messages)
         self._byte0 = _BYTE0[self._allow_rsv1]
-        self._events = []
+        self._events: list[tuple] = []  # see _frames.pyi: _Event
         self._remaining = 0  # payload bytes of the current data frame still due
         self._cur_fin = False  # FIN bit of the data frame whose payload is being consumed
         self._in_message = False

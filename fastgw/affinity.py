@@ -1,4 +1,4 @@
-"""Cookie-based session affinity, as the cloud application gateway does it.
+"""Cookie-based session affinity, as the cloud application gateway does it. Pure.
 
 With `cookie_affinity = true` the gateway answers a request it routed freely with two cookies:
 `<name>=<id>; Path=/` and `<name>CORS=<id>; Path=/; SameSite=None; Secure` (the twin that
@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import hashlib
 
-from fastgw.backends import Backend, Endpoint
 
-
-def server_id(backend: Backend, endpoint: Endpoint) -> str:
-    digest = hashlib.sha256(
-        f"fastgw-affinity\0{backend.pool.name}\0{backend.settings.name}\0{endpoint.name}".encode())
+def server_id(pool: str, settings: str, server: str) -> str:
+    """The affinity id of `server` ("host:port") in the (pool, settings) pair."""
+    digest = hashlib.sha256(f"fastgw-affinity\0{pool}\0{settings}\0{server}".encode())
     return digest.hexdigest()[:32]
 
 

@@ -1,7 +1,10 @@
 # Pure-Python-mode declarations for Cython (fastgw/native.py).
 
+cimport cython
+
 cdef class Endpoint:
-    cdef public object backend, address, host, port
+    cdef public Backend backend
+    cdef public object address, host, port
     cdef public Py_ssize_t index
     cdef public object state
     cdef public Py_ssize_t active
@@ -10,8 +13,11 @@ cdef class Endpoint:
     cdef public object last_probe, last_result, last_reason, affinity_id, name
 
 cdef class Backend:
-    cdef public object pool, settings
+    cdef public object pool, settings, probe
     cdef public list endpoints
     cdef public dict by_affinity
     cdef public Py_ssize_t rr_next
     cdef public object latency
+
+    @cython.locals(endpoints=list, ep=Endpoint)
+    cpdef Endpoint choose(self, tuple exclude=*, Endpoint preferred=*)

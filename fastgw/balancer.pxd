@@ -1,8 +1,7 @@
 # Pure-Python-mode declarations for Cython (fastgw/native.py).
 
 cimport cython
-from fastgw.backends cimport Backend, Endpoint
 
-@cython.locals(endpoints=list, n=Py_ssize_t, i=Py_ssize_t, start=Py_ssize_t, ep=Endpoint,
-               best=Endpoint)
-cpdef Endpoint pick(Backend backend, tuple exclude=*, Endpoint preferred=*)
+@cython.locals(n=Py_ssize_t, i=Py_ssize_t)
+cpdef object pick(list endpoints, bint least_connections, Py_ssize_t start, tuple exclude=*,
+                  object preferred=*)

@@ -8,11 +8,10 @@ traceback for a user's mistake.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 
-from fastgw import __version__, log, native
+from fastgw import __version__, log, native, preflight
 from fastgw.errors import ConfigError
 
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
@@ -112,25 +111,10 @@ def _warn_build() -> None:
         print(f"fastgw: warning: {line}", file=sys.stderr)
 
 
-def load_checked(path: str):
-    """Load a config and run every check that needs the outside world; raise ConfigError."""
-    import dataclasses
-
-    from fastgw import config as config_mod
-    from fastgw import preflight
-    cfg = config_mod.load(path)
-    problems, warnings = preflight.check(cfg)
-    if problems:
-        raise ConfigError(problems)
-    if warnings:
-        cfg = dataclasses.replace(cfg, warnings=cfg.warnings + tuple(warnings))
-    return cfg
-
-
 def check(path: str) -> int:
     _warn_build()
     try:
-        cfg = load_checked(path)
+        cfg = preflight.load_checked(path)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_CONFIG
@@ -148,7 +132,7 @@ def serve(path: str, log_level: str = "info") -> int:
     if not os.environ.get("FASTGW_WORKER"):
         _warn_build()
     try:
-        cfg = load_checked(path)
+        cfg = preflight.load_checked(path)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_CONFIG
@@ -188,4 +172,4 @@ if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 
 
-__all__ = ["main", "check", "serve", "asyncio"]
+__all__ = ["main", "check", "serve"]

@@ -9,19 +9,20 @@ key names are the configuration contract (the README's reference tables); keys a
 "fastgw:" below) extend it.
 
 Checks that need the outside world (certificate files readable and matching, WAF rule files
-parseable) live in the modules that own those things and are called from `cli.check`, so that this
+parseable) live in preflight.py (`fastgw check`, start-up and reload run them), so that this
 module stays pure: TOML in, values out.
 """
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import difflib
 import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast, overload
 
 try:  # Python 3.11+
     import tomllib
@@ -169,9 +170,6 @@ class Config:
     def settings(self, name: str) -> SettingsConfig:
         return next(x for x in self.backend_settings if x.name == name)
 
-    def probe(self, name: str) -> ProbeConfig:
-        return next(x for x in self.probes if x.name == name)
-
 
 # --------------------------------------------------------------------------------------------
 # Limits and vocabularies.
@@ -234,6 +232,9 @@ class _Table:
 
     Reads return the default when the key is missing (or None when required, after recording the
     problem), so one pass collects every problem in the file.
+
+    The methods `str`, `bool`, `int` and `list` shadow the builtins in this class body: its
+    annotations spell those types `builtins.str` etc.
     """
 
     def __init__(self, problems: _Problems, prefix: str, table: Any, keys: tuple[str, ...] = ()):
@@ -260,8 +261,17 @@ class _Table:
     def bad(self, name: str, reason: str) -> None:
         self.problems.add(self.key(name), reason)
 
-    def str(self, name: str, default: str | None = None, *, required: bool = False,
-            choices: tuple[str, ...] | None = None) -> str | None:
+    @overload
+    def str(self, name: builtins.str, default: builtins.str, *, required: builtins.bool = False,
+            choices: tuple[builtins.str, ...] | None = None) -> builtins.str: ...
+
+    @overload
+    def str(self, name: builtins.str, default: None = None, *, required: builtins.bool = False,
+            choices: tuple[builtins.str, ...] | None = None) -> builtins.str | None: ...
+
+    def str(self, name: builtins.str, default: builtins.str | None = None, *,
+            required: builtins.bool = False,
+            choices: tuple[builtins.str, ...] | None = None) -> builtins.str | None:
         present, value = self._get(name, required)
         if not present:
             return default
@@ -273,7 +283,7 @@ class _Table:
             return default
         return value
 
-    def name(self, name: str = "name") -> str | None:
+    def name(self, name: builtins.str = "name") -> builtins.str | None:
         """The item's name; from here on the item's key paths carry it (`item_key`)."""
         value = self.str(name, required=True)
         if value is not None and not _NAME_RE.match(value):
@@ -284,7 +294,7 @@ class _Table:
             self.prefix = f'{self.prefix} "{value}"'
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
         present, value = self._get(name, False)
         if not present:
             return default
@@ -293,8 +303,16 @@ class _Table:
             return default
         return value
 
-    def int(self, name: str, default: int | None, lo: int, hi: int, *,
-            required: bool = False) -> int | None:
+    @overload
+    def int(self, name: builtins.str, default: builtins.int, lo: builtins.int, hi: builtins.int, *,
+            required: builtins.bool = False) -> builtins.int: ...
+
+    @overload
+    def int(self, name: builtins.str, default: None, lo: builtins.int, hi: builtins.int, *,
+            required: builtins.bool = False) -> builtins.int | None: ...
+
+    def int(self, name: builtins.str, default: builtins.int | None, lo: builtins.int, hi: builtins.int, *,
+            required: builtins.bool = False) -> builtins.int | None:
         present, value = self._get(name, required)
         if not present:
             return default
@@ -306,7 +324,7 @@ class _Table:
             return default
         return value
 
-    def duration(self, name: str, default: float, lo: float, hi: float = MAX_DURATION) -> float:
+    def duration(self, name: builtins.str, default: float, lo: float, hi: float = MAX_DURATION) -> float:
         present, value = self._get(name, False)
         if not present:
             return default
@@ -318,7 +336,7 @@ class _Table:
             return default
         return float(value)
 
-    def list(self, name: str, item_type: type, default: tuple = ()) -> tuple | None:
+    def list(self, name: builtins.str, item_type: type, default: tuple = ()) -> tuple | None:
         present, value = self._get(name, False)
         if not present:
             return default
@@ -336,7 +354,7 @@ class _Table:
                 items.append(item)
         return tuple(items) if len(items) == len(value) else None
 
-    def tables(self, name: str) -> list[tuple[str, Any]]:
+    def tables(self, name: builtins.str) -> builtins.list[tuple[builtins.str, Any]]:
         """An array of tables: [(key prefix, table), ...]."""
         present, value = self._get(name, False)
         if not present:
@@ -390,6 +408,15 @@ def loads(raw: bytes | str, *, source: str = "<string>") -> Config:
     return config
 
 
+_T = TypeVar("_T")
+
+
+def _all_read(items: list[_T | None]) -> tuple[_T, ...]:
+    """A section's items once the file has no problems: then every table was read (one that could
+    not be read recorded a problem), so none of them is None."""
+    return cast("tuple[_T, ...]", tuple(items))
+
+
 class _Parser:
     def __init__(self, problems: _Problems, base_dir: str):
         self.problems = problems
@@ -440,9 +467,9 @@ class _Parser:
         if self.problems.items:
             return None
         return Config(
-            source=source, gateway=gateway, waf=waf, listeners=tuple(listeners),
-            backend_pools=tuple(pools), backend_settings=tuple(settings), probes=tuple(probes),
-            rules=tuple(rules), warnings=tuple(self.problems.warnings),
+            source=source, gateway=gateway, waf=waf, listeners=_all_read(listeners),
+            backend_pools=_all_read(pools), backend_settings=_all_read(settings),
+            probes=_all_read(probes), rules=_all_read(rules), warnings=tuple(self.problems.warnings),
         )
 
     def unique(self, section: str, items: list) -> None:
@@ -786,9 +813,9 @@ class _Parser:
                 continue
             k = (r.listener, r.priority)
             if k in by_listener:
-                other = item_key("rules", by_listener[k], rule_list[by_listener[k]].name)
+                other_rule = item_key("rules", by_listener[k], rule_list[by_listener[k]].name)
                 add(f"{item_key('rules', i, r.name)}.priority",
-                    f"priority {r.priority} is also used by {other} on listener {r.listener!r}")
+                    f"priority {r.priority} is also used by {other_rule} on listener {r.listener!r}")
             else:
                 by_listener[k] = i
 

@@ -21,6 +21,7 @@ import signal
 import socket
 import sys
 from importlib import resources
+from typing import Any
 
 import httptools
 
@@ -28,6 +29,7 @@ from fastgw import config as config_mod
 from fastgw import frames, log
 from fastgw.errors import FrameError
 from fastgw.handshake import accept_key
+from fastgw.http1 import reason
 
 # A chat message's text and sender name, in characters: longer ones are refused with an error
 # message to the sender (the page's inputs have the same limits and a counter).
@@ -135,7 +137,7 @@ class DemoConnection(asyncio.Protocol):
     def __init__(self, backend: DemoBackend):
         self.backend = backend
         self.parser = httptools.HttpRequestParser(self)
-        self.transport = None
+        self.transport: Any = None  # the loop's transport, from connection_made
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
         self.websocket = False
@@ -160,7 +162,12 @@ class DemoConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            self.ws_data(data[exc.args[0]:])
+            # httptools stops after any Upgrade request; only /chat/ws switches protocols, and
+            # after another path's answer nothing more on this connection is HTTP.
+            if self.websocket:
+                self.ws_data(data[exc.args[0]:])
+            elif not self.transport.is_closing():
+                self.transport.close()
         except httptools.HttpParserError:
             self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
                                  b"Connection: close\r\n\r\n")
@@ -210,9 +217,8 @@ class DemoConnection(asyncio.Protocol):
     def respond(self, status: int, ctype: str, body: bytes, keep: bool) -> None:
         if self.transport.is_closing():
             return
-        reason = {200: "OK", 404: "Not Found", 502: "Bad Gateway"}.get(status, "OK")
         close = "" if keep else "Connection: close\r\n"
-        head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+        head = (f"HTTP/1.1 {status} {reason(status)}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
                 f"X-Demo-Server: {self.backend.name}\r\n{close}\r\n")
         self.transport.write(head.encode() + body)
@@ -238,6 +244,7 @@ class DemoConnection(asyncio.Protocol):
         if self.transport.is_closing():
             return
         self.inbox += data
+        assert self.scanner is not None  # set by accept_websocket, with self.websocket
         try:
             # The scanner takes what it did not consume last time, then the new bytes.
             self.checked += self.scanner.scan(bytes(self.inbox[self.checked:]))

@@ -1,40 +1,50 @@
 """The downstream leg: one client connection on a listener, speaking HTTP/1.1 until it upgrades.
 
-httptools parses the client's requests; each complete request head becomes an exchange queued in
-arrival order (pipelining: responses go out in request order, RFC 9112 section 9.3.2) and the
-head of the queue runs. A WebSocket upgrade request leaves HTTP behind: the handshake module
-validates it, and after the backend's 101 the connection's transport is handed to the relay.
+httptools parses the client's requests; each complete request head becomes an exchange
+(contracts.Exchange, started by the ConnectionHost: the routing decision) queued in arrival order
+(pipelining: responses go out in request order, RFC 9112 section 9.3.2), and the head of the
+queue runs. A WebSocket upgrade request leaves HTTP behind once its exchange performs the
+upgrade: after the backend's 101 the connection's transport is handed to the relay.
 
-Connection states (IntEnum `State`), and the transitions this module makes:
-    HTTP       -- Upgrade: websocket, valid and routed -->  UPGRADING
-    UPGRADING  -- backend answered 101 -->                   RELAYING (the relay owns the transport)
-    UPGRADING  -- backend answered otherwise / failed -->    CLOSING (the answer is relayed, then close)
-    HTTP       -- error answer, Connection: close -->        CLOSING
-    any        -- connection lost -->                        CLOSED
+Connection states (ConnectionState), and the transitions this module makes:
 
-Timeouts: `header_timeout` from the first byte of a request head to its end (408 then close);
-`keepalive_timeout` while idle between requests (close). One lazily re-armed timer does both.
+    HTTP       -- an upgrade request whose exchange performs the upgrade -->  UPGRADING
+    UPGRADING  -- the backend answered 101 -->                               RELAYING (the relay
+                                                                             owns the transport)
+    UPGRADING  -- the backend answered otherwise, or failed -->              CLOSING (the answer
+                                                                             is relayed, then close)
+    HTTP       -- an answer that ends the connection (refusal, close) -->    CLOSING
+    any        -- connection lost -->                                        CLOSED
+
+An upgrade request the gateway refuses (an invalid handshake, no route) is answered in its turn
+like any request and the connection closes after it; it never enters UPGRADING. After such a
+request, and after any refusal, nothing more is parsed: what follows may be WebSocket frames, or
+a request that cannot be trusted.
+
+Timeouts (the connection's deadline_at, checked by the gateway's Sweeper): `header_timeout` from
+the first byte of a request head to its end (408 then close); `keepalive_timeout` while idle
+between requests (close); while an answer is in flight its exchange owns the deadline, and after
+the upgrade the relay session does.
 """
 
 from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httptools
 
 from fastgw import http1, log
-from fastgw.http1 import RequestHead, analyse_request
+from fastgw.config import GatewayConfig
+from fastgw.contracts import ClientSide, ConnectionHost, Exchange, Recorder
 from fastgw.errors import HandshakeError, RequestError
+from fastgw.http1 import RequestHead, analyse_request
 from fastgw.local import LocalAnswer
 from fastgw.timeouts import NEVER
 
-if TYPE_CHECKING:  # pragma: no cover
-    from fastgw.gateway import Gateway
 
-
-class State(enum.IntEnum):
+class ConnectionState(enum.IntEnum):
     HTTP = 0
     UPGRADING = 1
     RELAYING = 2
@@ -42,8 +52,9 @@ class State(enum.IntEnum):
     CLOSED = 4
 
 
-# The states as module globals: read on every request, they are cheaper than State.<name>.
-HTTP, UPGRADING, RELAYING, CLOSING, CLOSED = State
+# The states as module globals: read on every request, they are cheaper than
+# ConnectionState.<name>.
+HTTP, UPGRADING, RELAYING, CLOSING, CLOSED = ConnectionState
 
 
 # Reasons a client's reading may be paused; reading resumes when none is left.
@@ -54,38 +65,37 @@ PAUSE_PIPELINE = 2  # too many pipelined requests waiting
 MAX_PIPELINED = 32
 
 
-class ClientConnection:
+class ClientConnection(ClientSide):
     """One client connection; httptools calls its on_* methods while parsing requests.
 
     An asyncio protocol by its methods (the event loop needs no base class): compiled, it is an
     extension type (downstream.pxd), which cannot derive from asyncio.Protocol."""
 
-    __slots__ = ("gateway", "loop", "socket_key", "proto", "port_bytes", "transport",
-                 "state", "parser", "queue", "parsing", "write_paused", "pause_reasons",
-                 "peer_ip", "peer_port", "deadline_at", "in_head", "head_bytes",
-                 "pending_head", "url", "headers", "requests", "upgrade_exchange", "refused",
-                 "request_started", "sent", "tls_info", "header_timeout", "keepalive_timeout",
-                 "max_header_size", "upstream_keepalive", "clock", "keepalive_token", "__weakref__")
+    __slots__ = ("host", "recorder", "state", "parser", "queue", "parsing", "pause_reasons",
+                 "in_head", "head_bytes", "pending_head", "url", "headers", "requests",
+                 "upgrade_exchange", "session", "refused", "request_started", "header_timeout",
+                 "keepalive_timeout", "max_header_size", "keepalive_token", "__weakref__")
 
-    def __init__(self, gateway: "Gateway", socket_key: tuple[str, int], tls: bool):
-        self.gateway = gateway
-        self.loop = gateway.loop
-        self.clock = gateway.loop.time  # the loop's clock, bound once (read several times a request)
+    def __init__(self, host: ConnectionHost, recorder: Recorder, limits: GatewayConfig,
+                 loop: Any, socket_key: tuple[str, int], tls: bool):
+        self.host = host
+        self.recorder = recorder
+        self.loop = loop
+        self.clock = loop.time  # the loop's clock, bound once (read several times a request)
         # The limits as of the connection's start, read per request: copied once into plain
         # (compiled: typed) fields.
-        limits = gateway.config.gateway
         self.header_timeout: float = limits.header_timeout
         self.keepalive_timeout: float = limits.keepalive_timeout
         self.max_header_size: int = limits.max_header_size
-        self.upstream_keepalive: int = limits.upstream_keepalive
+        self.upstream_keepalive = limits.upstream_keepalive
         self.socket_key = socket_key
         self.proto = b"https" if tls else b"http"
         self.port_bytes = str(socket_key[1]).encode()
         self.transport: Any = None
         self.state = HTTP
-        self.parser = httptools.HttpRequestParser(self)
-        self.queue: deque = deque()  # exchanges in request order; queue[0] is answering
-        self.parsing: Any = None  # the exchange whose request is being read
+        self.parser: Any = httptools.HttpRequestParser(self)  # None once HTTP is over
+        self.queue: deque[Exchange] = deque()  # in request order; queue[0] is answering
+        self.parsing: Exchange | None = None  # the exchange whose request is being read
         self.write_paused = False
         self.pause_reasons: dict[object, int] = {}
         self.peer_ip = ""
@@ -98,8 +108,9 @@ class ClientConnection:
         self.headers: list = []
         self.keepalive_token = False  # a Connection header of this request says keep-alive
         self.requests = 0
-        self.upgrade_exchange: Any = None
-        self.refused = False  # an unacceptable request was seen: parse nothing after it
+        self.upgrade_exchange: Exchange | None = None  # UPGRADING: the exchange performing it
+        self.session: Any = None  # RELAYING: the relay session (it owns the deadline)
+        self.refused = False  # parse nothing more (a refusal, or a refused upgrade request)
         self.request_started = 0.0
         self.sent = 0  # bytes written to the client (access log sentBytes)
         self.tls_info: tuple[str, str] | None = None  # (protocol version, cipher) on https
@@ -117,14 +128,17 @@ class ClientConnection:
             if ssl_object is not None:
                 cipher = ssl_object.cipher()
                 self.tls_info = (ssl_object.version() or "", cipher[0] if cipher else "")
-        self.gateway.connection_opened(self)
+        if not self.host.connection_opened(self):
+            self.close()  # the gateway is stopping
+            return
         self.deadline_at = self.clock() + self.header_timeout
 
     def data_received(self, data: bytes) -> None:
         if self.state != HTTP or self.refused:
-            if self.state == UPGRADING and self.upgrade_exchange is not None:
-                self.upgrade_exchange.client_data(data)
-            return
+            ex = self.upgrade_exchange
+            if ex is not None:  # UPGRADING: bytes that follow the upgrade request
+                ex.client_data(data)
+            return  # nothing more is parsed (see the module docstring)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -133,7 +147,7 @@ class ClientConnection:
         except httptools.HttpParserCallbackError as exc:
             error = exc.__context__
             if isinstance(error, (RequestError, HandshakeError)):
-                self.refuse(error.status, error.reason, getattr(error, "headers", ()))
+                self.refuse(error.status, error.reason, error.headers)
             else:
                 log.event(log.ERROR, "internal_error", where="request callback",
                           error=repr(error), client=self.peer_ip)
@@ -164,38 +178,27 @@ class ClientConnection:
         queue, self.queue = self.queue, deque()
         for i, ex in enumerate(queue):
             ex.client_lost()
-            if i == 0 and getattr(ex, "started", 0):
+            if i == 0 and ex.answering:
                 # The client left while its request was being answered (nginx logs 499).
-                self.gateway.exchange_finished(self, ex, error="client closed the connection")
-        if self.upgrade_exchange is not None:
-            self.upgrade_exchange.client_lost()
-            self.upgrade_exchange = None
-        self.gateway.connection_closed(self)
+                self.recorder.exchange_finished(self, ex, "client closed the connection")
+        self.parsing = None
+        self.upgrade_exchange = None
+        self.host.connection_closed(self)
 
     def pause_writing(self) -> None:
         # The client reads our response slower than the backend sends it.
         self.write_paused = True
         if self.queue:
-            conn = getattr(self.queue[0], "conn", None)
-            if conn is not None and conn.transport is not None and not conn.paused:
-                conn.transport.pause_reading()
-                conn.paused = True
+            ex = self.queue[0]
+            ex.pause_backend()
 
     def resume_writing(self) -> None:
         self.write_paused = False
         if self.queue:
-            conn = getattr(self.queue[0], "conn", None)
-            if conn is not None and conn.paused and conn.transport is not None:
-                conn.paused = False
-                conn.transport.resume_reading()
+            ex = self.queue[0]
+            ex.resume_backend()
 
     # -- httptools callbacks ---------------------------------------------------------------
-
-    @property
-    def local_ip(self) -> str:
-        """The address the client connected to (only the WAF asks: a system call saved)."""
-        local = self.transport.get_extra_info("sockname") if self.transport is not None else None
-        return local[0] if isinstance(local, tuple) else ""
 
     def on_url(self, url: bytes) -> None:
         if not self.in_head:
@@ -244,15 +247,18 @@ class ClientConnection:
         head.size = self.head_bytes + len(head.method) + 13
         self.headers = []
         self.requests += 1
-        analyse_request(head, self.max_header_size)
-        if head.upgrade == b"websocket" and b"upgrade" in head.connection_tokens:
+        analyse_request(head)
+        ex = self.host.start_exchange(self, head)
+        if ex.upgrading:
             # From here on the connection is no longer parsed as HTTP, even if the handshake
             # waits behind pipelined requests: what follows the head is WebSocket (or nothing).
-            ex = self.gateway.websocket_exchange(self, head)
             self.state = UPGRADING
             self.upgrade_exchange = ex
-        else:
-            ex = self.gateway.http_exchange(self, head)
+        elif head.leaves_http():
+            # llhttp stops after this request (an upgrade the gateway refused or does not do,
+            # CONNECT): it is answered in its turn, then the connection closes.
+            ex.keep_client = False
+            self.refused = True
         self.parsing = ex
         self.queue.append(ex)
         if len(self.queue) == 1:
@@ -270,7 +276,7 @@ class ClientConnection:
         if ex is not None:
             ex.request_complete()
 
-    # -- what exchanges call ---------------------------------------------------------------
+    # -- what exchanges and sessions call (contracts.ClientSide) ---------------------------
 
     def write(self, data: bytes) -> None:
         if self.state != CLOSED:
@@ -283,12 +289,12 @@ class ClientConnection:
                 self.sent += len(chunk)
             self.transport.writelines(chunks)
 
-    def exchange_done(self, ex) -> None:
+    def exchange_done(self, ex: Exchange) -> None:
         """`ex` (the head of the queue) has written its whole answer."""
         if not self.queue or self.queue[0] is not ex:
             return
         self.queue.popleft()
-        self.gateway.exchange_finished(self, ex)
+        self.recorder.exchange_finished(self, ex, "")
         if self.state >= CLOSING:
             return
         if not ex.keep_client:
@@ -297,27 +303,35 @@ class ClientConnection:
         if PAUSE_PIPELINE in self.pause_reasons and len(self.queue) <= MAX_PIPELINED // 2:
             self.resume_reading_for(PAUSE_PIPELINE)
         if self.queue:
-            self.queue[0].start()
+            nxt = self.queue[0]
+            nxt.start()
         elif self.in_head:
             self.deadline_at = self.request_started + self.header_timeout
         else:
             self.deadline_at = self.clock() + self.keepalive_timeout
 
-    def upgraded(self, ex, session) -> None:
+    def upgraded(self, ex: Exchange, session: Any) -> None:
         """`ex` (the head of the queue) switched protocols: the session owns the transport now."""
         if self.queue and self.queue[0] is ex:
             self.queue.popleft()
-        self.gateway.exchange_finished(self, ex)
+        self.recorder.exchange_finished(self, ex, "")
         self.state = RELAYING
-        self.upgrade_exchange = session  # its deadlines are kept in our deadline_at
+        self.upgrade_exchange = None
+        self.session = session  # its deadlines are kept in our deadline_at
         self.pause_reasons.clear()
         self.parser = None  # no more HTTP here (and the parser's callbacks refer back to us)
 
-    def abort_exchange(self, ex) -> None:
+    def session_ended(self) -> None:
+        """The relay session ended: both legs are closed (the connection is done)."""
+        self.session = None
+        self.state = CLOSED
+        self.host.connection_closed(self)
+
+    def abort_exchange(self, ex: Exchange) -> None:
         """A response broke off midway: closing is the only signal the client can read."""
         if self.queue and self.queue[0] is ex:
             self.queue.popleft()
-            self.gateway.exchange_finished(self, ex, error="response broken off")
+            self.recorder.exchange_finished(self, ex, "response broken off")
         self.close()
 
     def pause_reading_for(self, reason: object) -> None:
@@ -341,8 +355,8 @@ class ClientConnection:
         self.parsing = None
         log.event(log.INFO, "request_refused", status=status, reason=reason, client=self.peer_ip,
                   listener_port=self.socket_key[1])
-        answer = LocalAnswer(self, None, status, f"{status} {http1.REASONS.get(status, '')}\n"
-                             f"{reason}\n", headers=headers, keep=False)
+        answer = LocalAnswer(self, None, status, f"{status} {http1.reason(status)}\n{reason}\n",
+                             headers=headers, keep=False)
         self.queue.append(answer)
         if len(self.queue) == 1:
             answer.start()
@@ -356,30 +370,26 @@ class ClientConnection:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
-    # -- upgrades --------------------------------------------------------------------------
+    # -- upgrades and deadlines ------------------------------------------------------------
 
     def _after_upgrade(self, data: bytes, offset: int) -> None:
-        """llhttp stopped after an upgrade request's head; data[offset:] is not HTTP."""
-        rest = data[offset:]
-        ex = self.parsing if self.parsing is not None else (self.queue[-1] if self.queue else None)
-        if ex is not None and hasattr(ex, "early_data"):
-            ex.early_data(rest)
-            return
-        # An Upgrade we do not do (h2c, ...): the request was answered as plain HTTP and the
-        # parser resumed; keep parsing the bytes after it as the next request.
-        if rest:
-            self.data_received(rest)
+        """llhttp stopped after a request that leaves HTTP; data[offset:] is not HTTP."""
+        ex = self.upgrade_exchange
+        if ex is not None:  # UPGRADING
+            ex.client_data(data[offset:])
+        # Otherwise on_headers_complete made the connection close after that request's answer,
+        # and the bytes after it are discarded.
 
     def on_deadline(self) -> None:
         """The Sweeper says our deadline passed: whose it is depends on what we are doing."""
         if self.state == RELAYING:
-            if self.upgrade_exchange is not None:
-                self.upgrade_exchange.on_deadline()  # the session's idle or close deadline
+            self.session.on_deadline()  # the session's idle or close deadline
             return
         if self.state >= CLOSING:
             return
         if self.queue:
-            self.queue[0].on_deadline()  # the answer in flight: backend timeout
+            ex = self.queue[0]
+            ex.on_deadline()  # the answer in flight: backend timeout
             return
         if self.in_head:
             log.event(log.INFO, "header_timeout", client=self.peer_ip)

@@ -49,6 +49,7 @@ class RequestError(FastgwError):
     """An HTTP request the gateway refuses before anything reaches a backend."""
 
     side = "client"
+    headers: tuple[tuple[str, str], ...] = ()  # none of its answers needs extra headers
 
     def __init__(self, status: int, reason: str):
         self.status = status

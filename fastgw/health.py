@@ -20,28 +20,30 @@ import asyncio
 import base64
 import os
 import random
-import struct
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import httptools
 
-from fastgw import log
-from fastgw.backends import DRAINING, HEALTHY, UNHEALTHY, Backend, Endpoint
+from fastgw.backends import HEALTHY, Backend, Endpoint
 from fastgw.config import ProbeConfig
+from fastgw.errors import FrameError
+from fastgw.frames import FrameScanner, build_close
 from fastgw.handshake import accept_key
 
 MAX_BODY = 64 * 1024  # match_body looks at most this far into a probe response
 
 
-def default_probe(backend: Backend) -> ProbeConfig:
-    return ProbeConfig(name=f"default:{backend.pool.name}:{backend.settings.name}",
-                       protocol=backend.settings.protocol)
+class ProbeServices(Protocol):
+    """What the probes ask the gateway for (services.Services implements it)."""
 
+    def probe_tls(self, backend: Backend, probe: ProbeConfig) -> tuple[Any, str | None]:
+        """(SSL context, server name) for an https probe; (None, None) for http."""
 
-def probe_for(backend: Backend, probes: dict[str, ProbeConfig]) -> ProbeConfig:
-    name = backend.settings.probe
-    return probes[name] if name else default_probe(backend)
+    def probe_done(self, endpoint: Endpoint, ok: bool) -> None:
+        """Count one probe result."""
 
 
 @dataclass(slots=True)
@@ -145,44 +147,22 @@ async def _websocket_probe(probe: ProbeConfig, reader, writer, host: str) -> Pro
         return ProbeResult(False, f"status {status}, expected 101 Switching Protocols", status)
     if response.headers.get(b"sec-websocket-accept", b"").strip() != accept_key(key):
         return ProbeResult(False, "wrong Sec-WebSocket-Accept", status)
-    # Close 1000, masked as a client must (RFC 6455 section 5.3), then wait for the server's.
-    mask = os.urandom(4)
-    payload = struct.pack("!H", 1000) + b"probe"
-    writer.write(bytes([0x88, 0x80 | len(payload)]) + mask
-                 + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    # Close 1000, masked as a client must (RFC 6455 section 5.3), then wait for the server's;
+    # a message the server sent first is skipped by the scanner.
+    writer.write(build_close(1000, "probe", mask=True))
+    scanner = FrameScanner(masked=False)
     buf = rest
     while True:
-        frame = _next_frame(buf)
-        if frame is None:
-            data = await reader.read(65536)
-            if not data:
-                return ProbeResult(False, "connection closed without a Close frame", status)
-            buf += data
-            continue
-        opcode, used = frame
-        if opcode == 0x8:
+        try:
+            buf = buf[scanner.scan(buf):]
+        except FrameError as exc:
+            return ProbeResult(False, f"invalid frame from the server: {exc.reason}", status)
+        if scanner.closed:
             return ProbeResult(True, "websocket handshake and close", status)
-        buf = buf[used:]  # a message the server sent first: skip it
-
-
-def _next_frame(buf: bytes) -> tuple[int, int] | None:
-    """(opcode, frame length) of the first complete frame in buf, or None."""
-    if len(buf) < 2:
-        return None
-    length, pos = buf[1] & 0x7F, 2
-    if length == 126:
-        if len(buf) < 4:
-            return None
-        length, pos = struct.unpack_from("!H", buf, 2)[0], 4
-    elif length == 127:
-        if len(buf) < 10:
-            return None
-        length, pos = struct.unpack_from("!Q", buf, 2)[0], 10
-    if buf[1] & 0x80:
-        pos += 4
-    if len(buf) < pos + length:
-        return None
-    return buf[0] & 0x0F, pos + length
+        data = await reader.read(65536)
+        if not data:
+            return ProbeResult(False, "connection closed without a Close frame", status)
+        buf += data
 
 
 def _ranges(probe: ProbeConfig) -> str:
@@ -190,66 +170,63 @@ def _ranges(probe: ProbeConfig) -> str:
 
 
 class HealthChecker:
-    """Runs the probe loops of a gateway and applies their results to endpoint states."""
+    """Runs one probe loop per server of each backend and applies the results to the endpoints
+    (backends.Endpoint.probed: the state transitions are there)."""
 
-    def __init__(self, gateway) -> None:
-        self.gateway = gateway
+    def __init__(self, services: ProbeServices) -> None:
+        self.services = services
         self.tasks: dict[Endpoint, asyncio.Task] = {}
-        self.results = {"ok": 0, "fail": 0}
 
-    def start(self) -> None:
-        probes = {p.name: p for p in self.gateway.config.probes}
-        for backend in self.gateway.backends.values():
-            probe = probe_for(backend, probes)
+    def start(self, backends: Iterable[Backend]) -> None:
+        loop = asyncio.get_running_loop()
+        for backend in backends:
             for endpoint in backend.endpoints:
                 if endpoint not in self.tasks:
-                    self.tasks[endpoint] = asyncio.get_running_loop().create_task(
-                        self._loop(probe, endpoint))
+                    self.tasks[endpoint] = loop.create_task(self._loop(endpoint))
 
     def stop(self) -> None:
         for task in self.tasks.values():
             task.cancel()
         self.tasks.clear()
 
-    def restart(self) -> None:
+    def restart(self, backends: Iterable[Backend]) -> None:
+        """A reload: every probe loop again, with each backend's probe as configured now."""
         self.stop()
-        self.start()
+        self.start(backends)
 
-    async def _loop(self, probe: ProbeConfig, endpoint: Endpoint) -> None:
+    async def _loop(self, endpoint: Endpoint) -> None:
+        probe = endpoint.backend.probe
         # Spread the first probes of many servers over a moment instead of one burst.
         await asyncio.sleep(random.uniform(0, min(0.2, probe.interval / 10)))
         while True:
             started = time.monotonic()
-            ssl_context, sni = self.gateway.probe_tls(endpoint.backend, probe)
+            ssl_context, sni = self.services.probe_tls(endpoint.backend, probe)
             result = await run_probe(probe, endpoint, ssl_context, sni)
-            self.record(endpoint, probe, result)
+            self.services.probe_done(endpoint, result.ok)
+            endpoint.probed(result.ok, result.reason, time.time())
             await asyncio.sleep(max(0.0, probe.interval - (time.monotonic() - started)))
 
-    def record(self, endpoint: Endpoint, probe: ProbeConfig, result: ProbeResult) -> None:
-        endpoint.last_probe = time.time()
-        endpoint.last_result = "ok" if result.ok else "fail"
-        self.results[endpoint.last_result] += 1
-        self.gateway.count_probe(endpoint, result.ok)
-        if endpoint.state == DRAINING:
-            return
-        if result.ok:
-            endpoint.consecutive_failures = 0
-            endpoint.last_reason = None
-            if endpoint.state != HEALTHY:
-                set_state(endpoint, HEALTHY, result.reason)
-        else:
-            endpoint.consecutive_failures += 1
-            endpoint.last_reason = result.reason
-            if endpoint.state == HEALTHY and endpoint.consecutive_failures >= probe.unhealthy_threshold:
-                set_state(endpoint, UNHEALTHY, result.reason)
 
-
-def set_state(endpoint: Endpoint, state: str, reason: str) -> None:
-    old = endpoint.state
-    endpoint.state = state
-    if state != HEALTHY:
-        endpoint.close_idle()  # no new requests: idle keep-alive connections are of no use
-    level = log.WARNING if state == UNHEALTHY else log.INFO
-    log.event(level, "server_state", pool=endpoint.backend.pool.name,
-              settings=endpoint.backend.settings.name, server=endpoint.name, state=state,
-              previous=old, reason=reason)
+def backend_health(servers: Iterable[tuple[Backend, list[Endpoint]]]) -> dict:
+    """The admin listener's /backend-health document: each backend with its servers (those
+    draining out of it included), their state, counters and last probe."""
+    pools = []
+    for backend, endpoints in servers:
+        pools.append({
+            "pool": backend.pool.name,
+            "settings": backend.settings.name,
+            "load_balancing": backend.pool.load_balancing,
+            "healthy": sum(1 for ep in backend.endpoints if ep.state == HEALTHY),
+            "servers": [{
+                "address": ep.name,
+                "state": str(ep.state),
+                "active": ep.active,
+                "requests": ep.requests,
+                "last_probe": (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ep.last_probe))
+                               if ep.last_probe else None),
+                "last_result": ep.last_result,
+                "reason": ep.last_reason,
+                "consecutive_failures": ep.consecutive_failures,
+            } for ep in endpoints],
+        })
+    return {"pools": pools}

@@ -18,6 +18,9 @@ cdef class RequestHead:
     cdef public double t0
     cdef public Py_ssize_t size
 
+    cpdef bint upgrade_requested(self)
+    cpdef bint leaves_http(self)
+
 cdef class ResponseHead:
     cdef public int status
     cdef public bytes reason
@@ -34,9 +37,11 @@ cpdef tuple _index(list headers, frozenset wanted)
 @cython.locals(tokens=set, value=bytes, token=bytes)
 cpdef frozenset _tokens(object values)
 
-@cython.locals(fields=dict, content_lengths=list, transfer_encodings=list, hosts=list,
-               value=bytes, url=bytes, tokens=frozenset, connection=list)
-cpdef analyse_request(RequestHead head, Py_ssize_t max_header_size)
+@cython.locals(value=bytes)
+cpdef tuple request_framing(object content_lengths, object transfer_encodings, str version)
+
+@cython.locals(fields=dict, hosts=list, url=bytes, tokens=frozenset, connection=list)
+cpdef analyse_request(RequestHead head)
 
 @cython.locals(drop=frozenset, out=list, name=bytes, value=bytes, lname=bytes, xff=list, ip=bytes,
                i=Py_ssize_t, n=Py_ssize_t, headers=list, lnames=list, pair=tuple)
@@ -49,5 +54,10 @@ cpdef analyse_response(ResponseHead head)
 
 @cython.locals(drop=frozenset, out=list, name=bytes, value=bytes, lname=bytes, status_line=bytes,
                i=Py_ssize_t, n=Py_ssize_t, headers=list, lnames=list, pair=tuple)
+cpdef bytes response_framing(bytes method, int status, object content_length,
+                             str client_version)
+
 cpdef bytes client_response_head(ResponseHead head, bytes framing, bint keep_alive,
                                  str client_version, tuple extra=*)
+
+cpdef Py_ssize_t status_class_index(int status)

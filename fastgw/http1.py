@@ -24,19 +24,33 @@ HOP_BY_HOP = frozenset({
 # (X-Forwarded-For is appended to instead).
 _FORWARDING = frozenset({b"x-forwarded-proto", b"x-forwarded-port", b"x-original-host"})
 
-REASONS = {
-    100: "Continue", 101: "Switching Protocols", 200: "OK", 204: "No Content",
-    301: "Moved Permanently", 302: "Found", 303: "See Other", 304: "Not Modified",
-    307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request", 403: "Forbidden",
-    404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
-    414: "URI Too Long", 417: "Expectation Failed", 426: "Upgrade Required",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
-    502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+# Reason phrases: http.HTTPStatus's, with RFC 9110's newer names where Python's are older (413,
+# 422). The one table of them: every answer fastgw writes itself takes its phrase from here.
+REASONS: dict[int, str] = {
+    **{s.value: s.phrase for s in HTTPStatus},
+    413: "Content Too Large", 422: "Unprocessable Content",
 }
 
-# Status lines, made once: "HTTP/1.1 200 OK\r\n" (reason phrases from http.HTTPStatus, ours win).
-_STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason.encode())
-                 for status, reason in {**{s.value: s.phrase for s in HTTPStatus}, **REASONS}.items()}
+
+def reason(status: int) -> str:
+    return REASONS.get(status, "Unknown")
+
+
+# A status's class, as metrics label it: STATUS_CLASSES[status_class_index(status)].
+STATUS_CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+def status_class_index(status: int) -> int:
+    return status // 100 if 100 <= status <= 599 else 0
+
+
+def status_class(status: int) -> str:
+    return STATUS_CLASSES[status_class_index(status)]
+
+
+# Status lines, made once: "HTTP/1.1 200 OK\r\n".
+_STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, phrase.encode())
+                 for status, phrase in REASONS.items()}
 _CONTENT_LENGTH = frozenset({b"content-length"})
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
@@ -88,6 +102,17 @@ class RequestHead:
     @property
     def has_body(self) -> bool:
         return self.chunked or bool(self.content_length)
+
+    def upgrade_requested(self) -> bool:
+        """The request asks to switch to WebSocket (RFC 6455 section 4.1: Upgrade: websocket
+        and Connection: upgrade); validated before anything else (handshake.validate_request)."""
+        return self.upgrade == b"websocket" and b"upgrade" in self.connection_tokens
+
+    def leaves_http(self) -> bool:
+        """llhttp stops parsing after this request: an upgrade (Upgrade with Connection:
+        upgrade, whatever the protocol) or CONNECT (RFC 9110 section 9.3.6)."""
+        return self.method == b"CONNECT" or (
+            self.upgrade is not None and b"upgrade" in self.connection_tokens)
 
     def header(self, name: bytes) -> bytes | None:
         """First value of a header the gateway reads (name lower-case, in _REQUEST_FIELDS)."""
@@ -143,18 +168,16 @@ def _tokens(values: list[bytes] | None) -> frozenset:
     return frozenset(tokens)
 
 
-def analyse_request(head: RequestHead, max_header_size: int) -> None:
-    """Fill in the framing fields and refuse what could be smuggled (RequestError 400).
+def request_framing(content_lengths: list[bytes] | None, transfer_encodings: list[bytes] | None,
+                    version: str) -> tuple[int | None, bool]:
+    """The request body's framing, (Content-Length or None, chunked), from the values of those
+    headers; RequestError(400) for anything that could be read two ways (request smuggling).
 
     RFC 9112 section 6.3: a request with both Content-Length and Transfer-Encoding is an attack
     vector; so are repeated or malformed Content-Length values and any transfer coding other than
-    a final `chunked` (we accept exactly `chunked`, as nginx does). Refused before anything
-    reaches a backend, and the connection is closed afterwards.
+    a final `chunked` (we accept exactly `chunked`, as nginx does), and Transfer-Encoding in an
+    HTTP/1.0 request, which an HTTP/1.0 hop would not understand (section 6.1).
     """
-    head.lnames, fields = _index(head.headers, _REQUEST_FIELDS)
-    head.fields = fields
-    content_lengths = fields.get(b"content-length")
-    transfer_encodings = fields.get(b"transfer-encoding")
     if content_lengths and transfer_encodings:
         raise RequestError(400, "both Content-Length and Transfer-Encoding")
     if content_lengths:
@@ -163,13 +186,23 @@ def analyse_request(head: RequestHead, max_header_size: int) -> None:
         value = content_lengths[0].strip()
         if not value.isdigit() or len(value) > 18:
             raise RequestError(400, "malformed Content-Length")
-        head.content_length = int(value)
+        return int(value), False
     if transfer_encodings:
         if len(transfer_encodings) > 1 or transfer_encodings[0].strip().lower() != b"chunked":
             raise RequestError(400, "unsupported Transfer-Encoding (only a single 'chunked')")
-        if head.version == "1.0":
+        if version == "1.0":
             raise RequestError(400, "Transfer-Encoding in an HTTP/1.0 request")
-        head.chunked = True
+        return None, True
+    return None, False
+
+
+def analyse_request(head: RequestHead) -> None:
+    """Fill in the framing fields and refuse what could be smuggled (RequestError 400), before
+    anything reaches a backend; the connection is closed after such a refusal."""
+    head.lnames, fields = _index(head.headers, _REQUEST_FIELDS)
+    head.fields = fields
+    head.content_length, head.chunked = request_framing(
+        fields.get(b"content-length"), fields.get(b"transfer-encoding"), head.version)
     hosts = fields.get(b"host")
     if hosts:
         if len(hosts) > 1:
@@ -292,6 +325,29 @@ def analyse_response(head: ResponseHead) -> None:
         head.keep_alive = b"close" not in tokens
 
 
+# How a response body reaches the client (client_response_head): the gateway's decision.
+NONE, LENGTH, CHUNKED, CLOSE = b"none", b"length", b"chunked", b"close"
+
+
+def response_framing(method: bytes, status: int, content_length: int | None,
+                     client_version: str) -> bytes:
+    """How the response body is framed for the client (RFC 9112 section 6.3).
+
+    NONE: no body (a response to HEAD, 204, 304; RFC 9110 sections 9.3.2, 15.3.5, 15.4.5);
+    LENGTH: the backend's Content-Length is kept; CLOSE: the body ends when the connection
+    closes (an HTTP/1.0 client cannot read chunked); CHUNKED: the gateway chunks it (a chunked
+    or close-delimited backend body to an HTTP/1.1 client, which keeps the connection open).
+    `content_length` is None when the backend sent none or sent chunked (analyse_response).
+    """
+    if method == b"HEAD" or status == 204 or status == 304:
+        return NONE
+    if content_length is not None:
+        return LENGTH
+    if client_version == "1.0":
+        return CLOSE
+    return CHUNKED
+
+
 def client_response_head(head: ResponseHead, framing: bytes, keep_alive: bool,
                          client_version: str, extra: tuple = ()) -> bytes:
     """The response head sent to the client.
@@ -331,11 +387,11 @@ def client_response_head(head: ResponseHead, framing: bytes, keep_alive: bool,
 def simple_response(status: int, body: str = "", *, keep_alive: bool = False,
                     headers: tuple = (), head_only: bool = False) -> bytes:
     """A short response the gateway writes itself (errors, redirects): text/plain body."""
-    reason = REASONS.get(status, "Error")
+    phrase = reason(status)
     if not body:
-        body = f"{status} {reason}\n"
+        body = f"{status} {phrase}\n"
     payload = body.encode("utf-8")
-    out = [f"HTTP/1.1 {status} {reason}\r\nServer: fastgw\r\n".encode()]
+    out = [f"HTTP/1.1 {status} {phrase}\r\nServer: fastgw\r\n".encode()]
     for name, value in headers:
         out.append(f"{name}: {value}\r\n".encode("latin-1"))
     if status not in (204, 304):

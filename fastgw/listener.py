@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from typing import cast
 
 
 class BindError(Exception):
@@ -26,7 +27,9 @@ def bind_socket(bind: str, port: int, *, reuse_port: bool = False, backlog: int 
     except ValueError:  # a host name (the admin address may be "localhost")
         try:
             family, *_, address = socket.getaddrinfo(bind, port, type=socket.SOCK_STREAM)[0]
-            bind = address[0]
+            # An IP address string: typeshed also allows (int, bytes), what an AF_INET6 address
+            # looks like in a Python built with --disable-ipv6.
+            bind = cast(str, address[0])
         except OSError as exc:
             raise BindError(bind, port, f"cannot resolve: {exc}") from None
     sock = socket.socket(family, socket.SOCK_STREAM)

@@ -1,7 +1,17 @@
 # Pure-Python-mode declarations for Cython (fastgw/native.py).
 
-cdef class LocalAnswer:
-    cdef public object client, head, status, body, headers
-    cdef public bint keep_client, request_done
-    cdef public object route, backend, sent_at_start, started, error, endpoint
-    cdef public object server_latency, body_received
+from fastgw.contracts cimport ClientSide, Exchange
+
+cdef class LocalAnswer(Exchange):
+    cdef public ClientSide client
+    cdef public str body
+    cdef public tuple headers
+
+    cpdef start(self)
+    cpdef request_body(self, bytes data)
+    cpdef request_complete(self)
+    cpdef client_data(self, bytes data)
+    cpdef client_lost(self)
+    cpdef on_deadline(self)
+    cpdef pause_backend(self)
+    cpdef resume_backend(self)

@@ -4,51 +4,46 @@ rule matches, redirects (redirect rules), and refusals (400, 413, 431, ...).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from fastgw import http1
+from fastgw.contracts import ClientSide, Exchange
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fastgw.downstream import ClientConnection
     from fastgw.config import Config, RuleConfig
 
 
-class LocalAnswer:
-    """An exchange answered by the gateway itself; the request body is read and discarded."""
+class LocalAnswer(Exchange):
+    """An exchange answered by the gateway itself; the request body is read and discarded.
 
-    __slots__ = ("client", "head", "status", "body", "headers", "keep_client", "request_done",
-                 "route", "backend", "sent_at_start", "started", "error", "endpoint",
-                 "server_latency", "body_received")
+    `keep=False` closes the connection after the answer (a refusal: nothing after the request
+    can be trusted, or, for a refused upgrade request, what follows may be WebSocket frames)."""
 
-    def __init__(self, client: "ClientConnection", head: http1.RequestHead | None, status: int,
+    __slots__ = ("client", "body", "headers")
+
+    def __init__(self, client: ClientSide, head: http1.RequestHead | None, status: int,
                  body: str = "", *, headers: tuple = (), keep: bool = True, route=None):
+        Exchange.__init__(self, head, route, None)
         self.client = client
-        self.head = head
         self.status = status
         self.body = body
         self.headers = headers
-        self.route = route
-        self.backend = None
-        self.request_done = head is None or not head.has_body
-        self.keep_client = keep and (head is None or head.keep_alive)
-        self.sent_at_start = 0
-        self.started = 0.0
+        self.keep_client = keep and self.keep_client
         self.error = body.splitlines()[-1] if status >= 400 and body else ""
-        self.endpoint = None
-        self.server_latency = None
-        self.body_received = 0
 
     def start(self) -> None:
         # A body still unread when we answer may never come (Expect: 100-continue), and then the
         # next bytes would be misread as its body: close instead (RFC 9110 section 10.1.1).
         if not self.request_done:
             self.keep_client = False
+        client = self.client
         head_only = self.head is not None and self.head.method == b"HEAD"
-        self.sent_at_start = self.client.sent
-        self.started = self.client.loop.time()
-        self.client.write(http1.simple_response(self.status, self.body, keep_alive=self.keep_client,
-                                                headers=self.headers, head_only=head_only))
-        self.client.exchange_done(self)
+        self.sent_at_start = client.sent
+        self.started = client.clock()
+        self.answering = True
+        client.write(http1.simple_response(self.status, self.body, keep_alive=self.keep_client,
+                                           headers=self.headers, head_only=head_only))
+        client.exchange_done(self)
 
     def request_body(self, data: bytes) -> None:
         pass
@@ -56,7 +51,19 @@ class LocalAnswer:
     def request_complete(self) -> None:
         self.request_done = True
 
+    def client_data(self, data: bytes) -> None:
+        pass  # after a refused upgrade request: discarded, the connection closes
+
     def client_lost(self) -> None:
+        pass
+
+    def on_deadline(self) -> None:
+        pass  # answered at once: no deadline of its own
+
+    def pause_backend(self) -> None:
+        pass
+
+    def resume_backend(self) -> None:
         pass
 
 
@@ -67,7 +74,7 @@ def redirect_location(config: "Config", rule: "RuleConfig", head: http1.RequestH
         base = rule.target_url
         location = base.rstrip("/") + path if rule.include_path else base
     else:
-        target = config.listener(rule.target_listener)
+        target = config.listener(cast(str, rule.target_listener))  # config: one of the two
         scheme = target.protocol
         host = (head.host or b"").decode("latin-1")
         if host.startswith("["):

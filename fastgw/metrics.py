@@ -1,9 +1,9 @@
-"""Prometheus metrics (prometheus-client), fed from plain integers.
+"""Prometheus metrics (prometheus-client): the exporter of stats.Stats.
 
-The request and relay paths only bump plain integers and dicts in `Stats` (per request, per
-session, per probe — never per frame: frame and byte counts live in the frame scanners already).
-`Metrics.sync()` moves the deltas into prometheus-client objects four times a second and before every
-scrape, so exporting costs nothing on the hot path.
+The request and relay paths only bump plain integers and dicts in `stats.Stats` (see there).
+`Metrics.sync()` moves the deltas into prometheus-client objects four times a second and before
+every scrape, so exporting costs nothing on the hot path. What is not a counter (open
+connections and sessions, server states) is read from a `MetricsSource` at each sync.
 
 With several worker processes (`workers > 1`) prometheus-client's multiprocess mode is used: the
 supervisor sets PROMETHEUS_MULTIPROC_DIR before the workers start, each worker writes its values
@@ -11,105 +11,55 @@ to its own mmap files there, and whichever worker answers a scrape of `/metrics`
 admin port with SO_REUSEPORT) aggregates all of them with MultiProcessCollector. Counters of a
 worker that died and was restarted are kept (they are totals); its gauges are dropped by the
 supervisor (mark_process_dead).
-
-No label takes unbounded values: listener, rule and pool are configuration names; status codes
-are classes (2xx...); close codes are the registered ones, with 3000-3999 and 4000-4999 grouped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection, Sized
+from typing import Any, Literal, Protocol, TypedDict
 
-if TYPE_CHECKING:  # pragma: no cover
-    from fastgw.gateway import Gateway
+from fastgw.backends import EndpointState
+from fastgw.stats import DURATION_BUCKETS, LATENCY_BUCKETS, Histo, Stats, Tally
 
-def Tally() -> defaultdict:
-    """Counts by label tuple: `tally[labels] += 1`. A defaultdict(int), whose item access is C
-    all the way (a collections.Counter, a Python subclass, goes through slot wrappers)."""
-    return defaultdict(int)
-
-
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-DURATION_BUCKETS = (0.1, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 # FASTGW_METRICS_INTERVAL: benchmarks/instructions.py sets it high to keep this periodic work
 # out of its per-request instruction counts.
 SYNC_INTERVAL = float(os.environ.get("FASTGW_METRICS_INTERVAL", "0.25"))
 
 
-_CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
+class MetricsSource(Protocol):
+    """What the exporter reads besides the counters (the gateway implements it)."""
+
+    @property
+    def sessions(self) -> Collection[Any]:
+        """The open relay sessions (their frame scanners hold the live frame and byte counts)."""
+
+    @property
+    def connections(self) -> Sized:
+        """The open client connections."""
+
+    def servers_by_backend(self) -> list[tuple[Any, list[Any]]]:
+        """Each backends.Backend with its endpoints, those draining out of it included."""
 
 
-def status_class(status: int) -> str:
-    return _CLASSES[status // 100] if 100 <= status <= 599 else "other"
+class _GaugeMode(TypedDict, total=False):
+    """A Gauge's aggregation across worker processes (prometheus-client's multiprocess_mode)."""
 
-
-def close_code_label(code: int | None) -> str:
-    if code is None:
-        return "none"
-    if 3000 <= code <= 3999:
-        return "3000-3999"
-    if 4000 <= code <= 4999:
-        return "4000-4999"
-    return str(code) if 1000 <= code <= 1015 else "other"
-
-
-class Histo:
-    """A histogram of plain integers: observing is a short scan and two additions."""
-
-    __slots__ = ("bounds", "counts", "sum")
-
-    def __init__(self, bounds: tuple) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        i = 0  # the first bucket with value <= its bound (le), else the last one (+Inf)
-        for bound in self.bounds:  # a dozen bounds: a scan (compiled, a C loop) beats bisect
-            if value <= bound:
-                break
-            i += 1
-        self.counts[i] += 1
-        self.sum += value
-
-
-class Stats:
-    """Plain counters, bumped where things happen; read by Metrics.sync()."""
-
-    def __init__(self) -> None:
-        self.requests: Tally = Tally()  # (listener, rule, pool, class)
-        self.upgrades: Tally = Tally()  # outcome: 101, 4xx, 5xx, timeout
-        self.sessions: Tally = Tally()  # (rule, pool)
-        self.closes: Tally = Tally()  # (code label, side)
-        self.probes: Tally = Tally()  # (pool, settings, result)
-        self.waf: Tally = Tally()  # (rule id, action)
-        # Relay totals of sessions that ended; live sessions are read from their scanners.
-        self.frames_closed = [0, 0]  # client->backend, backend->client
-        self.bytes_closed = [0, 0]
-        self.latency: dict[str, Histo] = {}  # pool -> upstream response times
-        self.durations = Histo(DURATION_BUCKETS)
-
-    def latency_histo(self, pool: str) -> Histo:
-        """The upstream response-time histogram of a pool (a Backend keeps it at hand)."""
-        histo = self.latency.get(pool)
-        if histo is None:
-            histo = self.latency[pool] = Histo(LATENCY_BUCKETS)
-        return histo
+    multiprocess_mode: Literal["livesum", "liveall"]
 
 
 class Metrics:
-    def __init__(self, gateway: "Gateway") -> None:
+    def __init__(self, stats: Stats, source: MetricsSource) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-        self.gateway = gateway
-        self.stats: Stats = gateway.stats
+        self.source = source
+        self.stats = stats
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         # In multiprocess mode the values live in mmap files, not in a registry of ours.
         self.registry = None if self.multiprocess else CollectorRegistry(auto_describe=True)
         reg = {"registry": self.registry} if self.registry is not None else {"registry": None}
-        live = {"multiprocess_mode": "livesum"} if self.multiprocess else {}
+        live: _GaugeMode = {"multiprocess_mode": "livesum"} if self.multiprocess else {}
+        per_process: _GaugeMode = {"multiprocess_mode": "liveall"} if self.multiprocess else {}
         self.m_requests = Counter("fastgw_http_requests", "HTTP requests answered, by status class",
                                   ["listener", "rule", "pool", "code_class"], **reg)
         self.m_latency = Histogram("fastgw_upstream_response_seconds",
@@ -130,11 +80,12 @@ class Metrics:
         self.m_bytes = Counter("fastgw_websocket_bytes", "WebSocket bytes relayed", ["direction"], **reg)
         self.m_servers = Gauge("fastgw_backend_servers", "Servers per pool and state",
                                ["pool", "settings", "state"],
-                               **({"multiprocess_mode": "liveall"} if self.multiprocess else {}), **reg)
+                               **per_process, **reg)
         self.m_probes = Counter("fastgw_probes", "Health probe results", ["pool", "settings", "result"], **reg)
         self.m_waf = Counter("fastgw_waf_matches", "WAF rule matches by rule id and action",
                              ["rule_id", "action"], **reg)
-        self.synced: dict[tuple, float] = {}
+        # key -> the total last synced: a number for a counter, (bucket counts, sum) for a histogram
+        self.synced: dict[tuple, Any] = {}
         self.task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -159,7 +110,7 @@ class Metrics:
     def _add_histo(self, child: Any, key: tuple, histo: Histo) -> None:
         """Add a plain histogram's growth to a prometheus-client one. prometheus-client keeps
         per-bucket (not cumulative) values in `_buckets` and the sum in `_sum`, in every mode."""
-        before = self.synced.get(key)
+        before: tuple[list[int], float] | None = self.synced.get(key)
         counts = list(histo.counts)
         if before is None:
             before = ([0] * len(counts), 0.0)
@@ -188,7 +139,8 @@ class Metrics:
             self._add(self.m_waf, tuple(map(str, labels)), ("waf",) + labels, n)
         frames = list(s.frames_closed)
         sent = list(s.bytes_closed)
-        for session in self.gateway.sessions:
+        source = self.source
+        for session in source.sessions:
             for i, pump in enumerate(session.pumps):
                 frames[i] += pump.scanner.frames
                 sent[i] += pump.scanner.bytes
@@ -198,14 +150,14 @@ class Metrics:
         for pool, histo in list(s.latency.items()):
             self._add_histo(self.m_latency.labels(pool), ("lat", pool), histo)
         self._add_histo(self.m_duration, ("dur",), s.durations)
-        self.m_connections.set(len(self.gateway.connections))
-        self.m_sessions_open.set(len(self.gateway.sessions))
-        counts: Tally = Tally()
-        for backend in self.gateway.backends.values():
-            for state in ("healthy", "unhealthy", "draining"):
-                counts[(backend.pool.name, backend.settings.name, state)] += 0
-            for ep in backend.endpoints + self.gateway.draining_endpoints(backend):
-                counts[(backend.pool.name, backend.settings.name, ep.state)] += 1
+        self.m_connections.set(len(source.connections))
+        self.m_sessions_open.set(len(source.sessions))
+        counts = Tally()
+        for backend, endpoints in source.servers_by_backend():
+            for state in EndpointState:
+                counts[(backend.pool.name, backend.settings.name, state.value)] += 0
+            for ep in endpoints:
+                counts[(backend.pool.name, backend.settings.name, ep.state.value)] += 1
         for labels, n in counts.items():
             self.m_servers.labels(*labels).set(n)
 
@@ -217,5 +169,6 @@ class Metrics:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
         else:
+            assert self.registry is not None  # None only in multiprocess mode
             registry = self.registry
         return 200, CONTENT_TYPE_LATEST, generate_latest(registry)

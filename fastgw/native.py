@@ -31,8 +31,9 @@ import sys
 
 # fastgw.<name> for each name: the modules a request or a handshake runs through.
 COMPILED = (
-    "http1", "downstream", "upstream", "proxy", "wsproxy", "handshake", "relay", "local",
-    "routing", "balancer", "backends", "affinity", "metrics", "timeouts", "gateway",
+    "contracts", "http1", "downstream", "upstream", "proxy", "wsproxy", "handshake", "relay",
+    "local", "routing", "balancer", "backends", "affinity", "stats", "timeouts", "services",
+    "recorder", "dispatch",
 )
 
 # Every extension setup.py builds: the frame engine (a .pyx, twin _frames_py.py) and COMPILED.

@@ -8,11 +8,14 @@ ConfigError's; warnings are printed lines.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import ssl
 
+from fastgw import config as config_mod
 from fastgw import tls
 from fastgw.config import Config, item_key
+from fastgw.errors import ConfigError
 
 
 def _readable(path: str) -> str | None:
@@ -49,6 +52,7 @@ def check(cfg: Config) -> tuple[list[tuple[str, str, str]], list[str]]:
         except tls.TlsConfigError as exc:
             problems.append((src, f"{prefix}.{exc.key}", exc.reason))
             continue
+        assert lst.certificate is not None  # listener_context() raised otherwise
         expired = tls.expiry_warning(lst.certificate)
         if expired:
             warnings.append(f"{src}:{prefix}.certificate: warning: {expired}")
@@ -85,3 +89,15 @@ def waf_problems(cfg: Config) -> list[tuple[str, str, str]]:
         for key, reason in waf.check(policy, key=prefix):
             problems.append((cfg.source, key, reason))
     return problems
+
+
+def load_checked(path: str) -> Config:
+    """Load a configuration and run every check that needs the outside world (the checks of
+    `fastgw check`, start-up and reload); raise ConfigError. Warnings join cfg.warnings."""
+    cfg = config_mod.load(path)
+    problems, warnings = check(cfg)
+    if problems:
+        raise ConfigError(problems)
+    if warnings:
+        cfg = dataclasses.replace(cfg, warnings=cfg.warnings + tuple(warnings))
+    return cfg

@@ -2,34 +2,42 @@
 # HttpExchange becomes an extension type whose fields below are typed, so that the exchange
 # reaches its client, heads, backend connection and server without generic attribute lookups.
 
-from fastgw.backends cimport Backend, Endpoint
-from fastgw.downstream cimport ClientConnection
-from fastgw.http1 cimport RequestHead, ResponseHead
+from fastgw.contracts cimport ClientSide, ExchangeServices, ProxiedExchange
+from fastgw.http1 cimport ResponseHead
 from fastgw.upstream cimport UpstreamConnection
 
-cdef class HttpExchange:
-    cdef public ClientConnection client
-    cdef public RequestHead head
-    cdef public object route
-    cdef public Backend backend
+cdef class HttpExchange(ProxiedExchange):
+    cdef public ClientSide client
+    cdef public ExchangeServices services
     cdef public int state
     cdef public UpstreamConnection conn
-    cdef public Endpoint endpoint
     cdef public object parser
     cdef public list body
     cdef public Py_ssize_t body_bytes
-    cdef public bint request_done
     cdef public list resp_headers
     cdef public bytes framing
-    cdef public bint keep_client
     cdef public tuple tried
     cdef public bint retry_ok
-    cdef public double started, upstream_started, read_at
-    cdef public object status, sent_bytes, received_bytes, connect_task
+    cdef public double upstream_started, read_at
+    cdef public Py_ssize_t received_bytes
+    cdef public object connect_task
     cdef public bint client_paused_by_us
     cdef public ResponseHead response_head
-    cdef public object last_error, affinity, request_id, server_latency
-    cdef public object body_received, sent_at_start, error, waf
+    cdef public object last_error, affinity, waf
     cdef public list out
     cdef public double request_timeout
     cdef public bint cookie_affinity
+
+    cpdef start(self)
+    cpdef request_body(self, bytes data)
+    cpdef request_complete(self)
+    cpdef client_data(self, bytes data)
+    cpdef client_lost(self)
+    cpdef on_deadline(self)
+    cpdef pause_backend(self)
+    cpdef resume_backend(self)
+    cpdef upstream_data(self, bytes data)
+    cpdef upstream_eof(self)
+    cpdef upstream_lost(self, object exc)
+    cpdef upstream_pause_writing(self)
+    cpdef upstream_resume_writing(self)

@@ -1,45 +1,78 @@
 """One proxied HTTP request/response pair: the exchange between a client connection and a backend.
 
-The client connection (downstream.py) parses requests and queues one HttpExchange per request;
-the head of the queue runs. Running means: pick a server, take an idle keep-alive connection or
+The client connection (downstream.py) parses requests and queues one exchange per request; the
+head of the queue runs. Running means: pick a server, take an idle keep-alive connection or
 open one (bounded by the settings' request_timeout), send the head, stream the body as it
 arrives, then parse the backend's response with a fresh httptools parser and stream it to the
-client, re-framed for the client (Content-Length kept, otherwise chunked for HTTP/1.1 clients or
-close-delimited for HTTP/1.0 ones).
+client, re-framed for the client (http1.response_framing).
 
-State, in order: WAITING (queued) -> INSPECTING (the WAF waits for the body it inspects; only
-with a WAF) -> CONNECTING -> SENT (request head on the wire) -> RESPONDING (response head sent to
-the client) -> DONE. Failures before RESPONDING become a 502/503/504 answer; after it, the only
-honest signal left is closing the client connection. A WAF verdict that blocks answers from
-INSPECTING, before any backend connection exists.
+Exchange states (ExchangeState), and the transitions this module makes:
+
+    WAITING     -- reached the head of the queue, a WAF inspects it -->     INSPECTING
+    WAITING     -- reached the head of the queue -->                        CONNECTING
+    INSPECTING  -- the WAF let it through (head and body inspected) -->    CONNECTING
+    INSPECTING  -- the WAF blocked it (answered 403/413) -->               DONE
+    CONNECTING  -- a backend connection is ready, the head sent -->        SENT
+    CONNECTING  -- connect failed: the next server -->                     CONNECTING
+    SENT        -- the response head went to the client -->                RESPONDING
+    SENT        -- a reused connection closed before any answer -->        CONNECTING (once)
+    CONNECTING, SENT  -- failure or timeout: 502/503/504 answered -->      DONE
+    RESPONDING  -- the response ended -->                                  DONE
+    RESPONDING  -- the backend broke off or timed out: the client
+                   connection is closed (the only signal left) -->         DONE
+    any         -- the client went away -->                                DONE
+
+A WAF verdict that blocks answers from INSPECTING, before any backend connection exists.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import itertools
 import os
 import traceback
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httptools
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from fastgw import affinity, http1, log
+from fastgw.contracts import ClientSide, ExchangeServices, ProxiedExchange
+from fastgw.errors import UpstreamError
+
 # Names used on every request, imported as such: a compiled module reaches a global faster than
 # an attribute of another module.
-from fastgw.balancer import pick
-from fastgw.http1 import (LAST_CHUNK, ResponseHead, analyse_response, client_response_head,
-                          forward_request_head, response_version)
-from fastgw.errors import UpstreamError
+from fastgw.http1 import (
+    CHUNKED,
+    CLOSE,
+    LAST_CHUNK,
+    NONE,
+    ResponseHead,
+    analyse_response,
+    client_response_head,
+    forward_request_head,
+    response_framing,
+    response_version,
+)
 from fastgw.upstream import IDLE_TIMEOUT, UpstreamConnection, connect
-from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 if TYPE_CHECKING:  # pragma: no cover
     from fastgw.backends import Backend, Endpoint
-    from fastgw.downstream import ClientConnection
     from fastgw.routing import Route
 
-WAITING, INSPECTING, CONNECTING, SENT, RESPONDING, DONE = range(6)
+
+class ExchangeState(enum.IntEnum):
+    WAITING = 0
+    INSPECTING = 1
+    CONNECTING = 2
+    SENT = 3
+    RESPONDING = 4
+    DONE = 5
+
+
+# The states as module globals: read on every request, they are cheaper than ExchangeState.<name>.
+WAITING, INSPECTING, CONNECTING, SENT, RESPONDING, DONE = ExchangeState
 
 # Transaction ids (X-Request-Id, access log): a random per-process prefix and a counter, unique
 # without a system call per request.
@@ -67,35 +100,29 @@ def next_request_id() -> bytes:
 MAX_BUFFERED_BODY = 256 * 1024
 
 
-class HttpExchange:
+class HttpExchange(ProxiedExchange):
     """A request routed to a backend pool."""
 
     # httptools calls on_* methods of this object while parsing the backend's response.
-    __slots__ = ("client", "head", "route", "backend", "state", "conn", "endpoint", "parser",
-                 "body", "body_bytes", "request_done", "resp_headers",
-                 "framing", "keep_client", "tried", "retry_ok", "started",
-                 "upstream_started", "status", "sent_bytes", "received_bytes", "connect_task",
-                 "client_paused_by_us", "response_head", "last_error", "affinity",
-                 "request_id", "server_latency", "body_received", "sent_at_start", "error",
-                 "waf", "out", "request_timeout", "cookie_affinity", "read_at")
+    __slots__ = ("client", "services", "state", "conn", "parser", "body", "body_bytes",
+                 "resp_headers", "framing", "tried", "retry_ok", "upstream_started",
+                 "received_bytes", "connect_task", "client_paused_by_us", "response_head",
+                 "last_error", "affinity", "waf", "out", "request_timeout", "cookie_affinity",
+                 "read_at")
 
-    def __init__(self, client: "ClientConnection", head: http1.RequestHead, route: "Route",
-                 backend: "Backend"):
+    def __init__(self, client: ClientSide, head: http1.RequestHead, route: Route,
+                 backend: Backend, services: ExchangeServices):
+        ProxiedExchange.__init__(self, head, route, backend)
         self.client = client
-        self.head = head
-        self.route = route
-        self.backend = backend
+        self.services = services
         self.state = WAITING
         self.conn: UpstreamConnection | None = None
-        self.endpoint: Endpoint | None = None
-        self.parser = None
+        self.parser: Any = None  # httptools.HttpResponseParser while a response is read
         self.body: list[bytes] = []  # request body chunks waiting for the backend connection
         self.body_bytes = 0
-        self.request_done = not (head.chunked or head.content_length)
         self.resp_headers: list = []
         self.response_head: http1.ResponseHead | None = None
-        self.framing = b"none"
-        self.keep_client = head.keep_alive
+        self.framing = NONE
         self.tried: tuple = ()
         # A request that failed on a reused keep-alive connection before any answer may be sent
         # again on a fresh one when repeating it is harmless: idempotent and without a body.
@@ -108,17 +135,10 @@ class HttpExchange:
                          if settings.cookie_affinity else None)
         # The transaction id of the access log; sent as X-Request-Id unless the client sent one.
         self.request_id = head.request_id or next_request_id()
-        self.server_latency: float | None = None
-        self.body_received = 0
-        self.sent_at_start = 0
-        self.error = ""
-        self.waf = None  # the listener's Waf, while the request waits for its verdict
+        self.waf: Any = None  # the listener's fastgw.waf.Waf, while the request waits for it
         self.out: list[bytes] = []  # response bytes for the client, written once per backend read
-        self.started = 0.0
         self.upstream_started = 0.0
         self.read_at = 0.0  # loop time of the backend's latest read
-        self.status = 0
-        self.sent_bytes = 0
         self.received_bytes = 0
         self.connect_task: asyncio.Task | None = None
         self.client_paused_by_us = False
@@ -130,13 +150,13 @@ class HttpExchange:
         client = self.client
         self.started = client.clock()
         self.sent_at_start = client.sent
-        if client.gateway.wafs:
-            waf = client.gateway.waf_for(self.route.listener)
-            if waf is not None:
-                self.waf = waf
-                self.state = INSPECTING
-                self._inspect_when_ready()
-                return
+        self.answering = True
+        waf = self.services.waf_for(self.route.listener)
+        if waf is not None:
+            self.waf = waf
+            self.state = INSPECTING
+            self._inspect_when_ready()
+            return
         self._dispatch()
 
     def _inspect_when_ready(self) -> None:
@@ -166,14 +186,14 @@ class HttpExchange:
             body=self.body if (limit is not None and self.body) else None,
             body_truncated=over,
             transaction_id=self.request_id.decode("latin-1"), hostname=None)
-        client.gateway.waf_verdict(self, verdict)
+        self.services.waf_verdict(verdict)
         if verdict.blocked:
             self.status = verdict.status
             self.error = verdict.reason
             if not self.request_done:
                 self.keep_client = False
             headers = (("Location", verdict.location),) if verdict.location else ()
-            body = (f"{verdict.status} {http1.REASONS.get(verdict.status, 'Forbidden')}\n"
+            body = (f"{verdict.status} {http1.reason(verdict.status)}\n"
                     f"The request was blocked by the web application firewall.\n"
                     f"Transaction id: {verdict.transaction_id}\n")
             client.write(http1.simple_response(verdict.status, body, keep_alive=self.keep_client,
@@ -186,7 +206,7 @@ class HttpExchange:
 
     def _dispatch(self) -> None:
         preferred = self.backend.by_affinity.get(self.affinity) if self.affinity else None
-        endpoint = pick(self.backend, self.tried, preferred)
+        endpoint = self.backend.choose(self.tried, preferred)
         if endpoint is None:
             if not self.backend.endpoints:
                 self.fail(UpstreamError(503, "backend pool has no servers"))
@@ -213,9 +233,9 @@ class HttpExchange:
         self.connect_task = client.loop.create_task(self._connect(endpoint))
 
     async def _connect(self, endpoint: "Endpoint") -> None:
-        gateway = self.client.gateway
+        services = self.services
         try:
-            ssl_ctx, sni = gateway.upstream_tls(self.backend)
+            ssl_ctx, sni = services.upstream_tls(self.backend)
             conn = await connect(endpoint, ssl_ctx, sni)
         except asyncio.CancelledError:
             return
@@ -224,7 +244,7 @@ class HttpExchange:
             if self.state != CONNECTING:
                 return
             endpoint.failures += 1
-            gateway.endpoint_failed(endpoint, f"connect: {exc.strerror or exc}")
+            services.endpoint_failed(endpoint, f"connect: {exc.strerror or exc}")
             self.last_error = UpstreamError(502, f"connect to {endpoint.name} failed: "
                                                  f"{exc.strerror or exc}")
             # Nothing was sent: the next server may take the request.
@@ -246,7 +266,7 @@ class HttpExchange:
         self.conn = conn
         conn.exchange = self
         conn.uses += 1
-        endpoint = self.endpoint
+        endpoint = conn.endpoint
         endpoint.active += 1
         endpoint.requests += 1
         self.parser = HttpResponseParser(self)
@@ -275,16 +295,17 @@ class HttpExchange:
             self.client_paused_by_us = False
             client.resume_reading_for(self)
 
-    def request_head(self, upgrade: bool = False) -> bytes:
-        """The request head for the backend: Host kept or overridden, forwarding headers, and
-        X-Request-Id (the access log's transactionId) unless the client sent one."""
+    def request_head(self) -> bytes:
+        """The request head for the backend: Host kept or overridden, forwarding headers, the
+        upgrade headers for a handshake, and X-Request-Id (the access log's transactionId)
+        unless the client sent one."""
         client = self.client
         head = self.head
         settings = self.backend.settings
         host = settings.host_name.encode("latin-1") if settings.host_name else head.host or b""
         extra = () if head.request_id is not None else ((b"X-Request-Id", self.request_id),)
-        return forward_request_head(head, host, client.peer_ip, client.proto,
-                                          client.port_bytes, upgrade, extra)
+        return forward_request_head(head, host, client.peer_ip, client.proto, client.port_bytes,
+                                    self.upgrading, extra)
 
     def response_extra(self) -> tuple:
         """Set-Cookie headers when this response pins (or re-pins) the client to a server."""
@@ -355,11 +376,10 @@ class HttpExchange:
         status = parser.get_status_code()
         head = ResponseHead(status, b"", response_version(parser), self.resp_headers)
         self.resp_headers = []
-        client = self.client
         if status < 200:
             # Interim responses (100 Continue, 103 Early Hints) pass to HTTP/1.1 clients.
             if self.head.version != "1.0" and status != 101:
-                self.out.append(client_response_head(head, b"none", True, "1.1"))
+                self.out.append(client_response_head(head, NONE, True, "1.1"))
             return
         analyse_response(head)
         self.response_head = head
@@ -368,30 +388,23 @@ class HttpExchange:
         backend = self.backend
         histo = backend.latency
         if histo is None:
-            histo = backend.latency = client.gateway.stats.latency_histo(backend.pool.name)
+            histo = backend.latency = self.services.latency_histo(backend)
         histo.observe(latency)
         req = self.head
-        if req.method == b"HEAD" or status in (204, 304):
-            framing = b"none"
-        elif head.content_length is not None:
-            framing = b"length"
-        elif req.version == "1.0":
-            framing = b"close"
-        else:
-            framing = b"chunked"
-        if framing == b"close":
+        framing = response_framing(req.method, status, head.content_length, req.version)
+        if framing == CLOSE:
             self.keep_client = False
         self.framing = framing
         self.state = RESPONDING
         extra = self.response_extra() if self.cookie_affinity else ()
         self.out.append(client_response_head(head, framing, self.keep_client,
                                                    req.version, extra))
-        if framing == b"none":
+        if framing == NONE:
             # llhttp would wait for a HEAD response's announced body; the message ends here.
             self.on_message_complete()
 
     def on_body(self, body: bytes) -> None:
-        if self.framing == b"chunked":
+        if self.framing == CHUNKED:
             self.out += (b"%x\r\n" % len(body), body, b"\r\n")
         else:
             self.out.append(body)
@@ -401,16 +414,16 @@ class HttpExchange:
             return  # an interim (1xx) response ended; the final one follows
         framing = self.framing
         out = self.out
-        if framing == b"chunked":
+        if framing == CHUNKED:
             out.append(LAST_CHUNK)
         client = self.client
         self.out = []
         client.writelines(out)  # before the next pipelined answer can start
         conn, self.conn = self.conn, None
+        head = self.response_head
         if conn is not None:
-            head = self.response_head
-            if (self.request_done and head.keep_alive and framing != b"close"
-                    and (head.content_length is not None or head.chunked or framing == b"none")
+            if (head is not None and self.request_done and head.keep_alive and framing != CLOSE
+                    and (head.content_length is not None or head.chunked or framing == NONE)
                     and self.parser.should_keep_alive()):
                 conn.release(client.upstream_keepalive, self.read_at)
             else:
@@ -423,7 +436,7 @@ class HttpExchange:
         """The response body ends when the backend closes (RFC 9112 section 6.3 rule 8)."""
         head = self.response_head
         return (head is not None and head.content_length is None and not head.chunked
-                and self.framing != b"none")
+                and self.framing != NONE)
 
     def upstream_eof(self) -> None:
         if self.state == RESPONDING and self._close_delimited():
@@ -451,7 +464,7 @@ class HttpExchange:
         if reused and self.received_bytes == 0 and self.retry_ok:
             # A keep-alive connection the server closed as we reused it: try a fresh one,
             # on the same server (nothing says it is unhealthy).
-            self.tried = tuple(e for e in self.tried if e is not endpoint)
+            self.tried = tuple([e for e in self.tried if e is not endpoint])
             self._dispatch()
             return
         if endpoint is not None:
@@ -464,6 +477,24 @@ class HttpExchange:
 
     def upstream_resume_writing(self) -> None:
         self.client.resume_reading_for(self)
+
+    # -- the client's side of flow control ---------------------------------------------------
+
+    def pause_backend(self) -> None:
+        """The client reads our answer slower than the backend sends it."""
+        conn = self.conn
+        if conn is not None and conn.transport is not None and not conn.paused:
+            conn.transport.pause_reading()
+            conn.paused = True
+
+    def resume_backend(self) -> None:
+        conn = self.conn
+        if conn is not None and conn.paused and conn.transport is not None:
+            conn.paused = False
+            conn.transport.resume_reading()
+
+    def client_data(self, data: bytes) -> None:
+        pass  # only an upgrading exchange is given the bytes after its head
 
     # -- endings ---------------------------------------------------------------------------
 

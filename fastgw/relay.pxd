@@ -1,13 +1,13 @@
 # Pure-Python-mode declarations for Cython (fastgw/native.py).
 
 from fastgw.backends cimport Endpoint
-from fastgw.downstream cimport ClientConnection
-from fastgw.upstream cimport UpstreamConnection
+from fastgw.contracts cimport ClientSide, Recorder
 
 cdef class WebSocketSession:
-    cdef public ClientConnection client
-    cdef public UpstreamConnection upstream
-    cdef public object exchange, gateway, loop
+    cdef public ClientSide client
+    cdef public object exchange
+    cdef public Recorder recorder
+    cdef public object loop
     cdef public Endpoint endpoint
     cdef public object route
     cdef public double idle_timeout, close_timeout

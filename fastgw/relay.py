@@ -3,20 +3,20 @@
 The per-byte work happens in the frame engine (fastgw.frames.Pump and FrameScanner): each pump
 reads one leg, scans every frame header of the read in one call and forwards the bytes, still
 masked from the client, untouched. This module runs only for what is rare: control frames, errors,
-end of stream, timeouts — the policy of DESIGN.md section 4:
+end of stream, timeouts.
 
 * Close frames are relayed with their code and reason; a leg's close handshake is complete when a
   Close went into it and one came out of it, and then its TCP connection is closed.
 * The gateway ends a session with a Close frame of its own to each leg still open, never a bare
-  TCP drop (a client would report 1006): idle timeout 1001, shutdown 1001, backend lost or broken
-  1014 to the client, client lost 1001 to the backend, a protocol violation the engine's code
-  (1002/1007/1009) to the offender and 1001 to the peer (1014 to a client whose backend broke the
-  protocol). A gateway frame goes into a leg only at a frame boundary of the stream into it;
-  mid-frame, the only honest signal left is closing that TCP connection.
+  TCP drop (a client would report 1006): what each leg gets is closepolicy.plan's table. A
+  gateway frame goes into a leg only at a frame boundary of the stream into it; mid-frame, the
+  only honest signal left is closing that TCP connection.
 * After the first Close the session has `close_timeout` to finish; then what is still open is cut.
 
-Session states (IntEnum State): OPEN -> CLOSING (a Close was sent into some leg) -> CLOSED (both
-TCP connections gone).
+Session states (SessionState), and the transitions this module makes:
+
+    OPEN     -- a Close went into some leg (relayed, or the gateway's own) -->  CLOSING
+    OPEN, CLOSING  -- both TCP connections are gone -->                         CLOSED
 """
 
 from __future__ import annotations
@@ -26,46 +26,42 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from fastgw import log
-from fastgw.frames import (CLOSE_BAD_GATEWAY, CLOSE_GOING_AWAY, CLOSE_TOO_BIG, EV_CONTROL,
-                           OP_CLOSE, FrameScanner, Pump, apply_mask, build_close, parse_close)
+from fastgw.closepolicy import BACKEND, CLIENT, SIDES, Ending, plan
+from fastgw.contracts import ClientSide, Recorder
 from fastgw.errors import FrameError
+from fastgw.frames import EV_CONTROL, OP_CLOSE, FrameScanner, Pump, apply_mask, build_close, parse_close
 from fastgw.timeouts import NEVER
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fastgw.downstream import ClientConnection
     from fastgw.upstream import UpstreamConnection
 
-CLIENT, BACKEND = 0, 1
-SIDES = ("client", "backend")
 
-
-class State(enum.IntEnum):
+class SessionState(enum.IntEnum):
     OPEN = 0
     CLOSING = 1
     CLOSED = 2
 
 
-OPEN, CLOSING, CLOSED = State.OPEN, State.CLOSING, State.CLOSED  # module globals: cheaper to read
+OPEN, CLOSING, CLOSED = SessionState  # module globals: cheaper to read
 
 
 class WebSocketSession:
-    __slots__ = ("client", "upstream", "exchange", "gateway", "loop", "endpoint", "route",
-                 "idle_timeout", "close_timeout", "pumps", "transports", "state", "sent_close",
-                 "got_close", "open", "close_code", "close_reason", "closed_by", "started",
-                 "duration", "ended")
+    __slots__ = ("client", "exchange", "recorder", "loop", "endpoint", "route", "idle_timeout",
+                 "close_timeout", "pumps", "transports", "state", "sent_close", "got_close",
+                 "open", "close_code", "close_reason", "closed_by", "started", "duration",
+                 "ended")
 
-    def __init__(self, client: "ClientConnection", upstream: "UpstreamConnection", exchange: Any,
-                 deflate: bool):
+    def __init__(self, client: ClientSide, upstream: UpstreamConnection, exchange: Any,
+                 deflate: bool, recorder: Recorder, close_timeout: float):
         self.client = client
-        self.upstream = upstream
         self.exchange = exchange
-        self.gateway = client.gateway
+        self.recorder = recorder
         self.loop = client.loop
         self.endpoint = upstream.endpoint
         self.route = exchange.route
         settings = exchange.backend.settings
         self.idle_timeout = settings.request_timeout
-        self.close_timeout = self.gateway.config.gateway.close_timeout
+        self.close_timeout = close_timeout
         limits = {"max_frame_size": settings.max_frame_size,
                   "max_message_size": settings.max_message_size, "allow_rsv1": deflate}
         # pumps[CLIENT] reads the client and writes to the backend; pumps[BACKEND] the reverse.
@@ -102,7 +98,7 @@ class WebSocketSession:
         # Our deadlines live in the client connection's deadline_at (timeouts.Sweeper), which
         # calls on_deadline() below through ClientConnection.on_deadline.
         self.client.deadline_at = self.loop.time() + self.idle_timeout
-        self.gateway.session_started(self)
+        self.recorder.session_started(self)
 
     # -- the pumps' callbacks ----------------------------------------------------------------
 
@@ -155,43 +151,30 @@ class WebSocketSession:
             return
         self.open[leg] = False
         self.pumps[1 - leg].sink = None  # nothing can be written into this leg any more
-        other = 1 - leg
-        if self.open[other] and not self.sent_close[other]:
-            if leg == BACKEND:
-                # Lost without a Close: 1014 "bad gateway" to the client (not 1006).
-                self._gateway_close(other, CLOSE_BAD_GATEWAY, "backend connection lost")
-            else:
-                self._gateway_close(other, CLOSE_GOING_AWAY, "client went away")
-        self._reap()
+        self._end_with(Ending.LOST, leg)
 
     # -- closing ---------------------------------------------------------------------------
 
-    def close(self, code: int, reason: str) -> None:
-        """The gateway ends the session: a Close to each leg still open (idle, shutdown)."""
-        for leg in (CLIENT, BACKEND):
-            if self.open[leg] and not self.sent_close[leg]:
-                self._gateway_close(leg, code, reason)
-        self._reap()
-
-    def shutdown(self) -> None:
-        self.close(CLOSE_GOING_AWAY, "gateway shutting down")
+    def end(self, ending: Ending) -> None:
+        """The gateway ends the session (idle, shutdown, drained): closepolicy decides."""
+        self._end_with(ending, CLIENT)
 
     def _violation(self, leg: int, exc: FrameError) -> None:
-        other = 1 - leg
-        if exc.code == CLOSE_TOO_BIG or leg == CLIENT:
-            peer_code, peer_reason = CLOSE_GOING_AWAY, f"{SIDES[leg]} {exc.reason}"
-        else:
-            peer_code, peer_reason = CLOSE_BAD_GATEWAY, f"backend {exc.reason}"
         log.event(log.INFO, "websocket_protocol_error", side=SIDES[leg], code=exc.code,
                   reason=exc.reason, **self._ids())
-        if self.open[leg] and not self.sent_close[leg]:
-            self._gateway_close(leg, exc.code, exc.reason)
-        # The offender's stream can no longer be parsed, so its Close reply could not be read:
-        # fail the connection (RFC 6455 section 7.1.7), closing TCP right after our Close.
-        if self.open[leg]:
-            self._close_leg(leg)
-        if self.open[other] and not self.sent_close[other]:
-            self._gateway_close(other, peer_code, peer_reason)
+        self._end_with(Ending.VIOLATION, leg, exc.code, exc.reason)
+
+    def _end_with(self, ending: Ending, side: int, code: int = 0, reason: str = "") -> None:
+        """Apply closepolicy.plan to each leg still open, the leg the ending came from first."""
+        actions = plan(ending, side, code, reason)
+        for leg in (side, 1 - side):
+            action = actions[leg]
+            if action is None or not self.open[leg]:
+                continue
+            if not self.sent_close[leg]:
+                self._gateway_close(leg, action.code, action.reason)
+            if action.cut and self.open[leg]:
+                self._close_leg(leg)
         self._reap()
 
     def _gateway_close(self, leg: int, code: int, reason: str) -> None:
@@ -241,7 +224,7 @@ class WebSocketSession:
                 self.client.deadline_at = self.loop.time() + self.idle_timeout - idle
                 return
             log.event(log.INFO, "websocket_idle_timeout", timeout=self.idle_timeout, **self._ids())
-            self.close(CLOSE_GOING_AWAY, "idle timeout")
+            self.end(Ending.IDLE)
         elif self.state == CLOSING:
             # The peers had close_timeout to answer; cut what is left.
             for leg in (CLIENT, BACKEND):
@@ -263,14 +246,16 @@ class WebSocketSession:
         self.endpoint.active -= 1
         self.duration = time.monotonic() - self.started
         # The one structured line per session is the access log's "session-end" record
-        # (gateway.session_ended); the event log repeats it at debug level only.
+        # (Recorder.session_ended); the event log repeats it at debug level only.
         if log.enabled(log.DEBUG):
             log.event(log.DEBUG, "websocket_session_end", **self.summary())
-        self.gateway.session_ended(self)
+        self.recorder.session_ended(self)
+        self.client.session_ended()
         self._untie()
 
     def _untie(self) -> None:
-        """Break the session's reference cycles (pump <-> session <-> exchange <-> client), so
+        """Break the session's reference cycles (pump <-> session <-> exchange; the client
+        connection let go of the session in session_ended), so
         that reference counting frees a finished session at once: left to the cyclic garbage
         collector, every handshake's ~60 objects made the collector a tenth of the CPU time.
         Both legs are closed here, so no pump calls back any more."""
@@ -279,7 +264,6 @@ class WebSocketSession:
             pump.sink = None
             pump.transport = None
         self.exchange.session = None
-        self.client.upgrade_exchange = None
 
     def summary(self) -> dict:
         """The session's end, for the logs: who, how long, how much each way, how it closed."""

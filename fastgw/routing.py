@@ -23,19 +23,32 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from fastgw.config import Config, ListenerConfig, RuleConfig
+from fastgw.http1 import STATUS_CLASSES
 
 _MISSING = object()
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """What a request is sent to: a (pool, settings) pair, or a redirect."""
+    """What a request is sent to: a (pool, settings) pair, or a redirect.
+
+    `backend_key` is (pool, settings), the key of the gateway's Backend (("", "") for a
+    redirect). `counter_labels[i]` are the request counter's labels (listener, rule, pool, status class)
+    for the status class http1.STATUS_CLASSES[i]: made once here, looked up per request."""
 
     listener: ListenerConfig
     rule: RuleConfig
     backend_pool: str | None = None
     backend_settings: str | None = None
     is_redirect: bool = False
+    backend_key: tuple[str, str] = ("", "")
+    counter_labels: tuple = ()
+
+
+def _route(listener: ListenerConfig, rule: RuleConfig, pool: str | None, settings: str | None,
+           is_redirect: bool = False) -> Route:
+    labels = tuple((listener.name, rule.name, pool or "", cls) for cls in STATUS_CLASSES)
+    return Route(listener, rule, pool, settings, is_redirect, (pool or "", settings or ""), labels)
 
 
 # The compiled table's parts are plain classes (not dataclasses): compiled, they are extension
@@ -127,11 +140,11 @@ class Router:
         for rule in rules:
             default = None
             if rule.type == "redirect" or rule.backend_pool is not None:
-                default = Route(listener, rule, rule.backend_pool, rule.backend_settings,
-                                rule.type == "redirect")
+                default = _route(listener, rule, rule.backend_pool, rule.backend_settings,
+                                 rule.type == "redirect")
             patterns = []
             for path_map in rule.paths:
-                route = Route(listener, rule, path_map.backend_pool, path_map.backend_settings)
+                route = _route(listener, rule, path_map.backend_pool, path_map.backend_settings)
                 for p in path_map.paths:
                     if p.endswith("*"):
                         patterns.append((p[:-1], True, route))

@@ -70,8 +70,8 @@ class Supervisor:
 
     def _signal(self, sig: int) -> None:
         if sig == signal.SIGHUP:
-            from fastgw.cli import load_checked
             from fastgw.errors import ConfigError
+            from fastgw.preflight import load_checked
             try:
                 load_checked(self.config_path)
             except ConfigError as exc:

@@ -13,6 +13,7 @@ import asyncio
 from typing import Any
 
 from fastgw.backends import Endpoint
+from fastgw.contracts import ProxiedExchange
 
 # Idle keep-alive connections are dropped after this long: most backends close theirs after
 # 5-75 s, and reusing a connection the server is closing costs a retry.
@@ -27,7 +28,7 @@ class UpstreamConnection:
     def __init__(self, endpoint: Endpoint):
         self.endpoint = endpoint
         self.transport: Any = None
-        self.exchange: Any = None  # the exchange or WebSocket handshake this connection serves
+        self.exchange: ProxiedExchange | None = None  # the exchange this connection serves
         self.closed = False
         self.uses = 0
         self.idle_since = 0.0
@@ -95,6 +96,7 @@ async def connect(endpoint: Endpoint, ssl_context=None, server_hostname: str | N
     kwargs = {}
     if ssl_context is not None:
         kwargs = {"ssl": ssl_context, "server_hostname": server_hostname or endpoint.host}
-    _, conn = await loop.create_connection(lambda: UpstreamConnection(endpoint),
+    # UpstreamConnection is an asyncio protocol by its methods (compiled, an extension type).
+    _, conn = await loop.create_connection(lambda: UpstreamConnection(endpoint),  # type: ignore[type-var]
                                            endpoint.host, endpoint.port, **kwargs)
     return conn

@@ -8,8 +8,8 @@ firewall-log record. The proxy calls it once per request and once per WebSocket 
     waf_available()  -> None, or a one-line message saying what to install
     check(cfg, key="waf") -> [(key, reason)]: loads what Waf(cfg) would, as `fastgw check` problems
     Waf(cfg)         built once per distinct WafConfig (loading the CRS takes ~75 ms); share it
-    waf.inspect(...) -> Verdict           (synchronous; ~1-2 ms with the full CRS, see below)
-    await waf.inspect_async(...) -> Verdict   the one entry point the proxy always awaits
+    waf.inspect(...) -> Verdict   the proxy's one call per request (on the loop; ~1-2 ms with
+                                  the full CRS, see below)
     firewall_log_records(verdict) -> [dict]   one JSON-serialisable record per matched rule
     waf.rule_matches  Counter[(rule_id: str, action: str)] for metrics
     waf.requests      Counter: "inspected", "matched", "blocked" (prevention), "detected"
@@ -55,16 +55,14 @@ for the names themselves, and ``/regex/`` names; ``config.exclusion_problem`` ch
 ``SecRuleUpdateTargetByTag "OWASP_CRS" "!<target>"``: they apply to every CRS rule. As on the
 cloud gateway they do not apply to custom rules, which name their targets themselves.
 
-Cost and threads
-----------------
+Cost, and why on the loop
+-------------------------
 Measured on the 2-core CI box (benchmarks/bench_waf.py, full CRS 3.3.4 at PL1, CPU time): a
 clean GET with Chrome's headers ~1.5 ms, a clean form POST ~1.8 ms, a JSON POST ~1.2 ms, an SQL
 injection ~1.7 ms; building a Waf ~75 ms (docs/waf.md has the table). The PyPI wheel's PCRE2 is
 built without JIT, so every CRS regex runs in PCRE2's interpreter. The binding holds the GIL
-during ``process_*`` (N threads inspecting run no faster than one), so inspection stays on the
-event loop: ``inspect_async`` calls ``inspect`` inline.
-If a binding that releases the GIL appears, set ``BINDING_RELEASES_GIL`` (or pass
-``threads=N`` to ``Waf``) and inspection moves to a small ThreadPoolExecutor owned by the Waf.
+during ``process_*`` (N threads inspecting run no faster than one; benchmarks/bench_waf.py
+checks it), so a thread pool would buy nothing: inspection runs on the event loop.
 
 Binding quirks this module works around (libmodsecurity 3.0.15 wheel)
 --------------------------------------------------------------------
@@ -90,7 +88,6 @@ Binding quirks this module works around (libmodsecurity 3.0.15 wheel)
 
 from __future__ import annotations
 
-import asyncio
 import glob
 import os
 import re
@@ -98,10 +95,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from fastgw.config import exclusion_problem
 from fastgw.errors import FastgwError
@@ -110,7 +106,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from fastgw.config import WafConfig
 
 __all__ = [
-    "BINDING_RELEASES_GIL",
     "INSTALL_HINT",
     "Match",
     "Verdict",
@@ -125,9 +120,6 @@ INSTALL_HINT = (
     "the WAF needs the libmodsecurity binding: pip install 'fastgw[waf]' (from a clone: "
     "pip install '.[waf]'), and the OWASP CRS (e.g. apt-get install modsecurity-crs)"
 )
-
-# Measured by benchmarks/bench_waf.py: N threads inspecting in parallel are no faster than one.
-BINDING_RELEASES_GIL = False
 
 # Rule ids fastgw itself loads, in a range no rule publisher registered (4,301,000-19,999,999
 # is unassigned in ModSecurity's rule id reservations).
@@ -144,7 +136,7 @@ SecRule REQUEST_HEADERS:Content-Type "^application/json" "id:200001,phase:1,t:no
 SecRule REQBODY_ERROR "!@eq 0" "id:200002,phase:2,t:none,log,deny,status:400,msg:'Failed to parse request body.',logdata:'%{reqbody_error_msg}',severity:2"
 SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:200003,phase:2,t:none,log,deny,status:400,msg:'Multipart request body failed strict validation: PE %{REQBODY_PROCESSOR_ERROR}, BQ %{MULTIPART_BOUNDARY_QUOTED}, BW %{MULTIPART_BOUNDARY_WHITESPACE}, DB %{MULTIPART_DATA_BEFORE}, DA %{MULTIPART_DATA_AFTER}, HF %{MULTIPART_HEADER_FOLDING}, LF %{MULTIPART_LF_LINE}, SM %{MULTIPART_MISSING_SEMICOLON}, IQ %{MULTIPART_INVALID_QUOTING}, IP %{MULTIPART_INVALID_PART}, IH %{MULTIPART_INVALID_HEADER_FOLDING}, FL %{MULTIPART_FILE_LIMIT_EXCEEDED}'"
 SecRule MULTIPART_UNMATCHED_BOUNDARY "@eq 1" "id:200004,phase:2,t:none,log,deny,msg:'Multipart parser detected a possible unmatched boundary.'"
-"""
+"""  # noqa: E501 - the rules as modsecurity.conf-recommended writes them
 # Without body inspection no body is passed: an XML/JSON processor would fail on the empty body.
 _RECOMMENDED_RULES_NO_BODY = "\n".join(
     line for line in _RECOMMENDED_RULES.splitlines() if "requestBodyProcessor" not in line
@@ -234,6 +226,22 @@ class Verdict:
         if self.body_over_limit:
             return f"request body larger than {self.body_limit} bytes (transaction {self.transaction_id})"
         return f"request blocked by the web application firewall (transaction {self.transaction_id})"
+
+
+class _VerdictRequest(TypedDict):
+    """The Verdict fields every verdict of one inspection shares (Waf._inspect's `common`)."""
+
+    mode: str
+    client_ip: str
+    client_port: int
+    method: str
+    uri: str
+    hostname: str
+    crs_version: str
+    crs_rules_dir: str
+    custom_files: tuple[str, ...]
+    timestamp: float
+    body_limit: int
 
 
 def _action(verdict: Verdict, match: Match) -> str:
@@ -497,7 +505,8 @@ def _load(cfg: WafConfig) -> _Loaded:
             out.problems.append((f"waf.exclusions[{i}]", why))
     rules_dir = _crs_rules_dir(cfg.crs_path) if cfg.crs_path else None
     if not cfg.crs_path or not os.path.isdir(cfg.crs_path):
-        out.problems.append(("waf.crs_path", f"no such directory: {cfg.crs_path!r} (install the OWASP CRS, e.g. apt-get install modsecurity-crs)"))
+        out.problems.append(("waf.crs_path", f"no such directory: {cfg.crs_path!r} (install the OWASP CRS, "
+                                             "e.g. apt-get install modsecurity-crs)"))
     elif rules_dir is None:
         out.problems.append(("waf.crs_path", f"no CRS rules found in {cfg.crs_path} (expected rules/REQUEST-*.conf)"))
     if cfg.crs_setup and not os.path.isfile(cfg.crs_setup):
@@ -531,7 +540,8 @@ def _load(cfg: WafConfig) -> _Loaded:
         load_file("waf.crs_setup", cfg.crs_setup)
     else:  # no setup file: say it was set up, as crs-setup.conf's rule 900990 does
         digits = "".join(out.crs_version.split(".")[:3]) if out.crs_version != "unknown" else "334"
-        load_text("waf.crs_setup", f'SecAction "id:900990,phase:1,pass,nolog,t:none,setvar:tx.crs_setup_version={digits}"\n')
+        load_text("waf.crs_setup", 'SecAction "id:900990,phase:1,pass,nolog,t:none,'
+                                   f'setvar:tx.crs_setup_version={digits}"\n')
     load_text("waf", _settings_after_setup(cfg))
 
     # --- 3. the CRS: request rules one by one, in order ----------------------------------
@@ -581,7 +591,7 @@ def check(cfg: WafConfig, key: str = "waf") -> list[tuple[str, str]]:
         problems = [("waf.mode", f"must be 'off', 'detection' or 'prevention', not {cfg.mode!r}")]
     else:
         try:
-            Waf(cfg, threads=0).close()
+            Waf(cfg).close()
             return []
         except WafLoadError as exc:
             problems = exc.problems
@@ -637,7 +647,7 @@ class Waf:
     """One compiled rule set and engine, built once per distinct WafConfig and shared by every
     request of the listeners that use that config. Not for mode "off"."""
 
-    def __init__(self, cfg: WafConfig, *, threads: int | None = None):
+    def __init__(self, cfg: WafConfig):
         if cfg.mode not in ("detection", "prevention"):
             raise ValueError(f"Waf is built for mode 'detection' or 'prevention', not {cfg.mode!r}")
         started = time.perf_counter()
@@ -670,11 +680,6 @@ class Waf:
         # metrics: matches by (rule id, action) and verdicts by outcome
         self.rule_matches: Counter[tuple[str, str]] = Counter()
         self.requests: Counter[str] = Counter()
-        if threads is None:
-            threads = 2 if BINDING_RELEASES_GIL else 0
-        self._executor = (
-            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fastgw-waf") if threads > 0 else None
-        )
         self._self_test()
         self.load_seconds = time.perf_counter() - started
 
@@ -740,16 +745,6 @@ class Waf:
         self._count(verdict)
         return verdict
 
-    async def inspect_async(self, **request: Any) -> Verdict:
-        """The entry point the proxy awaits: same keywords as `inspect`. Runs inline on the
-        loop (the binding holds the GIL), or in the Waf's thread pool when built with threads."""
-        if self._executor is None:
-            return self.inspect(**request)
-        loop = asyncio.get_running_loop()
-        verdict = await loop.run_in_executor(self._executor, lambda: self._inspect(**request))
-        self._count(verdict)  # on the loop thread: counters need no lock
-        return verdict
-
     def _count(self, verdict: Verdict) -> None:
         self.requests["inspected"] += 1
         if verdict.clean:
@@ -810,7 +805,7 @@ class Waf:
                     chunks.append(chunk)
                     size += len(chunk)
 
-        common = dict(
+        common: _VerdictRequest = dict(
             mode=self.mode, client_ip=client_ip, client_port=client_port, method=_text(method),
             uri=_text(uri), hostname=hostname, crs_version=self.crs_version,
             crs_rules_dir=self.crs_rules_dir, custom_files=self._custom_files,
@@ -832,12 +827,13 @@ class Waf:
         intervention = t.intervention()
         if intervention is None or not intervention.disruptive:
             version = http_version[5:] if http_version.startswith("HTTP/") else http_version
-            t.process_uri(uri, method, version)
+            # The binding takes bytes too, as received (the module docstring's quirks); its stubs say str.
+            t.process_uri(uri, method, version)  # type: ignore[arg-type]
             intervention = t.intervention()
         if intervention is None or not intervention.disruptive:
             add = t.add_request_header
             for name, value in headers:
-                add(name, value)
+                add(name, value)  # type: ignore[arg-type]  # bytes too, as for process_uri
             t.process_request_headers()
             intervention = t.intervention()
         if intervention is None or not intervention.disruptive:
@@ -874,6 +870,7 @@ class Waf:
         blocked = bool(intervention is not None and intervention.disruptive and self.prevention)
         location = None
         if blocked:
+            assert intervention is not None  # blocked says so
             status = intervention.status if intervention.status and intervention.status != 200 else 403
             location = intervention.url or None
             would_block = True
@@ -890,18 +887,14 @@ class Waf:
     # -- lifetime --------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Release the engine's callback registration and the thread pool (after a reload has
-        moved every listener to the new Waf)."""
+        """Release the engine's callback registration (after a reload has moved every listener
+        to the new Waf)."""
         engine = getattr(self, "_engine", None)
         if engine is not None:
             try:
                 engine.set_rule_message_callback(None)
             except Exception:
                 pass
-        executor = getattr(self, "_executor", None)
-        if executor is not None:
-            executor.shutdown(wait=False)
-            self._executor = None
 
     def __del__(self) -> None:
         try:

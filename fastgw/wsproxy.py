@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 import httptools
 
 from fastgw import handshake, http1, log
+from fastgw.contracts import ClientSide, ExchangeServices, Recorder
 from fastgw.errors import UpstreamError
 from fastgw.proxy import DONE, HttpExchange, parser_failure
 from fastgw.relay import WebSocketSession
 
 if TYPE_CHECKING:  # pragma: no cover
     from fastgw.backends import Backend
-    from fastgw.downstream import ClientConnection
     from fastgw.routing import Route
 
 # Client bytes held while the handshake is with the backend (frames sent before our 101).
@@ -30,26 +30,25 @@ MAX_EARLY_DATA = 1 << 20
 
 
 class WebSocketExchange(HttpExchange):
-    __slots__ = ("offer", "early", "early_bytes", "switching", "session")
+    __slots__ = ("offer", "early", "early_bytes", "switching", "session", "recorder",
+                 "close_timeout")
 
-    def __init__(self, client: "ClientConnection", head: http1.RequestHead, route: "Route",
-                 backend: "Backend", offer: handshake.Offer):
-        super().__init__(client, head, route, backend)
+    def __init__(self, client: ClientSide, head: http1.RequestHead, route: Route,
+                 backend: Backend, services: ExchangeServices, offer: handshake.Offer,
+                 recorder: Recorder, close_timeout: float):
+        HttpExchange.__init__(self, client, head, route, backend, services)
         self.offer = offer
+        self.recorder = recorder  # the session reports its start and end there
+        self.close_timeout = close_timeout
         self.early: list[bytes] = []
         self.early_bytes = 0
+        self.upgrading = True
         self.keep_client = False  # whatever the backend answers, this connection is not HTTP after
         self.retry_ok = True  # nothing of a handshake is lost by sending it again elsewhere
         self.switching: http1.ResponseHead | None = None
         self.session: WebSocketSession | None = None
 
-    def request_head(self, upgrade: bool = True) -> bytes:
-        return super().request_head(upgrade=True)
-
     # -- bytes from the client before the session starts ----------------------------------
-
-    def early_data(self, data: bytes) -> None:
-        self.client_data(data)
 
     def client_data(self, data: bytes) -> None:
         if not data:
@@ -94,22 +93,25 @@ class WebSocketExchange(HttpExchange):
             self.fail(error)
             return
         conn, self.conn = self.conn, None
+        if conn is None:  # cannot be: a 101 was read from it
+            return
         conn.exchange = None
         self.parser = None  # the endpoint's active count now belongs to the session
         client = self.client
         client.write(handshake.client_101(head, self.response_extra()))
         self.status = 101
         self.state = DONE
-        session = WebSocketSession(client, conn, self, agreement.deflate)
+        session = WebSocketSession(client, conn, self, agreement.deflate, self.recorder,
+                                   self.close_timeout)
         self.session = session
         client.upgraded(self, session)
         session.start(b"".join(self.early), backend_early)
         self.early = []
         if log.enabled(log.DEBUG):
             log.event(log.DEBUG, "websocket_open", rule=self.route.rule.name,
-                      server=self.endpoint.name, protocol=agreement.protocol,
+                      server=conn.endpoint.name, protocol=agreement.protocol,
                       extensions=list(agreement.extensions))
 
     def client_lost(self) -> None:
         if self.session is None:
-            super().client_lost()
+            HttpExchange.client_lost(self)

@@ -12,11 +12,19 @@ from __future__ import annotations
 import signal
 
 import pytest
-
 from autobahn_suite.echo_backend import start_echo_backend
-from autobahn_suite.fixtures import wstest  # noqa: F401 (a fixture)
-from autobahn_suite.harness import (CI_CASES, CI_DEFLATE_SAMPLE, CI_SLOW_9_EXCLUDED, counts,
-                                    describe, failed_cases, run_fuzzingclient, summary)
+from autobahn_suite.fixtures import fixture_wstest  # noqa: F401 (registers the "wstest" fixture)
+from autobahn_suite.harness import (
+    CI_CASES,
+    CI_DEFLATE_SAMPLE,
+    CI_SLOW_9_EXCLUDED,
+    counts,
+    describe,
+    failed_cases,
+    run_fuzzingclient,
+    summary,
+)
+
 from support import free_port, start_cli, wait_port
 
 pytestmark = pytest.mark.autobahn

@@ -3,12 +3,14 @@ reported as `FILE:key.path: reason` with exit status 2 and no traceback."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import textwrap
 
 import pytest
 
 from fastgw import cli, config
+
 from support import run_cli
 
 GOOD = """
@@ -110,7 +112,7 @@ def test_design_example_loads(tmp_path, capsys):
 
 def test_dataclasses_are_frozen(tmp_path):
     cfg = config.load(write(tmp_path, GOOD))
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.listeners[0].port = 1  # type: ignore[misc]
 
 

@@ -413,9 +413,8 @@ def test_tmp_is_writable_for_the_workers_metrics():
 def test_service_needs_no_sticky_sessions():
     """Cookie affinity works across replicas because the cookie names the server by a hash every
     replica computes alike (fastgw/affinity.py): the Service must not pin clients itself."""
-    from types import SimpleNamespace as NS
 
-    from fastgw.affinity import server_id
+    from fastgw.backends import Backend
 
     assert the("Service")["spec"].get("sessionAffinity", "None") == "None"
     _, cfg = configmap_config()
@@ -423,12 +422,14 @@ def test_service_needs_no_sticky_sessions():
     [rule] = [r for r in cfg.rules if r.type == "path_based"]
     [chat] = [p for p in cfg.backend_pools if any(x.backend_settings == sticky.name for x in rule.paths)
               and p.name in {x.backend_pool for x in rule.paths}]
-    # Two replicas, each with its own objects built from the same config, agree on every id;
-    # different servers get different ids.
+    # Two replicas, each with its own objects built from its own load of the same config, agree
+    # on every id; different servers get different ids.
     ids = []
     for _replica in range(2):
-        backend = NS(pool=NS(name=chat.name), settings=NS(name=sticky.name))
-        ids.append([server_id(backend, NS(name=str(server))) for server in chat.servers])
+        _, replica = configmap_config()
+        backend = Backend(next(p for p in replica.backend_pools if p.name == chat.name),
+                          next(s for s in replica.backend_settings if s.name == sticky.name), None)
+        ids.append([ep.affinity_id for ep in backend.endpoints])
     assert ids[0] == ids[1]
     assert len(set(ids[0])) == len(chat.servers) > 1
 

@@ -381,7 +381,6 @@ def test_split_at_every_point(impl):
     ref_out, ref_events, _ = feed(whole, stream, [])
     assert ref_out == stream
     ref_state = counters(whole)
-    spans = header_and_control_spans(stream)
     for cut in range(len(stream) + 1):
         s = impl.FrameScanner(masked=True, report_messages=True)
         out, events, tail = feed(s, stream, [cut])

@@ -10,8 +10,16 @@ import time
 import aiohttp
 import pytest
 
-from support import (AiohttpBackend, GatewayThread, RawBackend, free_port, gateway_toml,
-                     parse_responses, raw_exchange, read_request_head)
+from support import (
+    AiohttpBackend,
+    GatewayThread,
+    RawBackend,
+    free_port,
+    gateway_toml,
+    parse_responses,
+    raw_exchange,
+    read_request_head,
+)
 
 
 @pytest.fixture

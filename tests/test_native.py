@@ -25,8 +25,8 @@ pytestmark = pytest.mark.skipif(os.environ.get("FASTGW_NO_EXTENSIONS") == "1",
 def twins():
     import fastgw.handshake
     import fastgw.http1
-    import fastgw.metrics
-    compiled = {"http1": fastgw.http1, "handshake": fastgw.handshake, "metrics": fastgw.metrics}
+    import fastgw.stats
+    compiled = {"http1": fastgw.http1, "handshake": fastgw.handshake, "stats": fastgw.stats}
     if not all(native.is_compiled(m) for m in compiled.values()):
         pytest.skip("!!! the hot path is not compiled here: nothing to compare (pip install -e .)")
     return compiled, {name: native.load_twin(name) for name in compiled}
@@ -79,7 +79,7 @@ def test_request_heads_agree(twins, method, url, version, headers, upgrade, clie
     for mods in twins:
         http1 = mods["http1"]
         head = http1.RequestHead(method, url, version, list(headers))
-        analysed = outcome(http1.analyse_request, head, 8192)
+        analysed = outcome(http1.analyse_request, head)
         if analysed[0] != "ok":
             results.append(analysed)
             continue
@@ -123,7 +123,7 @@ def test_handshake_keys_agree(twins, key):
 @settings(max_examples=200, deadline=None)
 @given(values=st.lists(st.floats(min_value=-1, max_value=100, allow_nan=False), max_size=20))
 def test_histograms_agree(twins, values):
-    a, b = (mods["metrics"].Histo(mods["metrics"].LATENCY_BUCKETS) for mods in twins)
+    a, b = (mods["stats"].Histo(mods["stats"].LATENCY_BUCKETS) for mods in twins)
     for v in values:
         a.observe(v)
         b.observe(v)

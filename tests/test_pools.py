@@ -16,8 +16,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from fastgw import config as config_mod
-from support import (AiohttpBackend, GatewayThread, RawBackend, WsBackend, free_port,
-                     start_cli, wait_port)
+
+from support import AiohttpBackend, GatewayThread, RawBackend, WsBackend, free_port, start_cli, wait_port
 
 
 def toml(port, servers, *, probe="", settings="", pool="", admin_port=None, gateway=""):

@@ -613,7 +613,8 @@ def test_fast_sender_slow_receiver(impl, loop_kind):
 
 @pytest.mark.parametrize("loop_kind", LOOPS)
 def test_byte_by_byte_over_sockets(impl, loop_kind):
-    stream = frame(1, b"Hel", fin=False) + frame(9, b"ping!") + frame(0, b"lo") + impl.build_close(1000, "ok", mask=True)
+    stream = b"".join([frame(1, b"Hel", fin=False), frame(9, b"ping!"), frame(0, b"lo"),
+                       impl.build_close(1000, "ok", mask=True)])
     session = Session(impl)
 
     async def send(writer):

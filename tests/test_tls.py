@@ -15,8 +15,8 @@ import trustme
 from websockets.asyncio.client import connect
 
 from fastgw import cli
-from support import (AiohttpBackend, GatewayThread, free_port, parse_responses, raw_exchange,
-                     start_cli, wait_port)
+
+from support import AiohttpBackend, GatewayThread, free_port, parse_responses, raw_exchange, start_cli, wait_port
 
 
 @pytest.fixture(scope="module")

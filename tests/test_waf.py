@@ -8,7 +8,6 @@ or fails when FASTGW_REQUIRE_WAF=1 (CI sets it, so a missing install cannot pass
 
 from __future__ import annotations
 
-import asyncio
 import glob
 import json
 import os
@@ -276,7 +275,8 @@ CLEAN = {
     "chrome-get": dict(uri=b"/products/42?color=blue&size=m&utm_source=newsletter", headers=CHROME),
     "firefox-get": dict(uri=b"/", headers=FIREFOX),
     "search-with-apostrophe": dict(uri=b"/search?q=it%27s%20a%20dog%27s%20life&page=2", headers=FIREFOX),
-    "xhr-json-get": dict(uri=b"/api/cart?ids=1,2,3", headers=replace(CHROME, b"Accept", b"application/json, text/plain, */*")),
+    "xhr-json-get": dict(uri=b"/api/cart?ids=1,2,3",
+                         headers=replace(CHROME, b"Accept", b"application/json, text/plain, */*")),
     "image": dict(uri=b"/static/img/logo.svg?v=3", headers=replace(CHROME, b"Accept", b"image/avif,image/webp,*/*")),
     "json-post": dict(
         method=b"POST", uri=b"/api/orders",
@@ -288,7 +288,10 @@ CLEAN = {
         headers=form_headers(b"x" * 80),
         body=b"name=Jane+O%27Neil&email=jane%40example.com&bio=Hello%2C+world%21&newsletter=on",
     ),
-    "bearer-token": dict(uri=b"/api/me", headers=CHROME + [(b"Authorization", b"Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxMjMifQ.sig-_x")]),
+    "bearer-token": dict(
+        uri=b"/api/me",
+        headers=CHROME + [(b"Authorization", b"Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxMjMifQ.sig-_x")],
+    ),
 }
 
 
@@ -420,10 +423,12 @@ def test_body_over_limit():
 
 def test_json_body(prevention):
     body = b'{"order": {"note": "1\' UNION SELECT password FROM users--"}}'
-    verdict = inspect(prevention, method=b"POST", uri=b"/api", headers=form_headers(body, b"application/json"), body=body)
+    verdict = inspect(prevention, method=b"POST", uri=b"/api", headers=form_headers(body, b"application/json"),
+                      body=body)
     assert verdict.blocked and any("ARGS:json.order.note" in m.data for m in verdict.matches)
     broken = b'{"order": '
-    verdict = inspect(prevention, method=b"POST", uri=b"/api", headers=form_headers(broken, b"application/json"), body=broken)
+    verdict = inspect(prevention, method=b"POST", uri=b"/api", headers=form_headers(broken, b"application/json"),
+                      body=broken)
     assert verdict.blocked and verdict.status == 400
     assert [m.rule_id for m in verdict.matches] == [200002]
     assert firewall_log_records(verdict)[0]["ruleSetType"] == "ModSecurity"
@@ -550,20 +555,17 @@ def test_binding_missing(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------
-# the proxy's side: async entry point, counters
+# the proxy's side: one call per request, counters
 
 
-def test_inspect_async_and_counters():
+def test_inspect_and_counters():
     waf = Waf(config())
     try:
-        async def main():
-            return [await waf.inspect_async(
-                client_ip="198.51.100.1", client_port=4000, server_ip="127.0.0.1", server_port=80,
-                method=b"GET", uri=uri, headers=[(b"Host", b"a.example:8080"), (b"User-Agent", b"curl/8.5.0"),
-                                                  (b"Accept", b"*/*")],
-            ) for uri in (b"/ok", b"/?q=1%20--", b"/?q=1%20--")]
-
-        ok, blocked, _ = asyncio.run(main())
+        ok, blocked, _ = [waf.inspect(
+            client_ip="198.51.100.1", client_port=4000, server_ip="127.0.0.1", server_port=80,
+            method=b"GET", uri=uri, headers=[(b"Host", b"a.example:8080"),
+                                              (b"User-Agent", b"curl/8.5.0"), (b"Accept", b"*/*")],
+        ) for uri in (b"/ok", b"/?q=1%20--", b"/?q=1%20--")]
         assert ok.clean and blocked.blocked and blocked.hostname == "a.example"
         assert waf.requests == {"inspected": 3, "matched": 2, "blocked": 2}
         assert waf.rule_matches[("942100", "Matched")] == 2

@@ -18,6 +18,7 @@ from websockets.exceptions import InvalidStatus
 
 from fastgw import cli
 from fastgw.waf import waf_available
+
 from support import AiohttpBackend, GatewayThread, WsBackend, free_port, gateway_toml
 
 CRS_PATH = os.environ.get("FASTGW_CRS_PATH", "/usr/share/modsecurity-crs")

@@ -15,9 +15,21 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from fastgw import frames
-from support import (AiohttpBackend, GatewayThread, RawBackend, WsBackend, free_port, frame,
-                     read_close, read_request_head, start_cli, wait_port, ws_gateway_toml,
-                     ws_raw_handshake)
+
+from support import (
+    AiohttpBackend,
+    GatewayThread,
+    RawBackend,
+    WsBackend,
+    frame,
+    free_port,
+    read_close,
+    read_request_head,
+    start_cli,
+    wait_port,
+    ws_gateway_toml,
+    ws_raw_handshake,
+)
 
 
 @pytest.fixture
@@ -372,8 +384,8 @@ def test_slow_reader_bounded_memory_and_uncorrupted(wsb, gw_factory):
             for _ in range(40):
                 await ws.recv()
                 conns = list(gw.gateway.connections)
-                if conns and conns[0].upgrade_exchange is not None:
-                    session = conns[0].upgrade_exchange
+                if conns and conns[0].session is not None:
+                    session = conns[0].session
                     sizes.append(session.transports[1].get_write_buffer_size())
             await send
             return messages

@@ -236,15 +236,17 @@ def find_python(spec: str) -> str | None:
         return spec if _python_version(spec) else None
     candidates = []
     roots = [os.environ.get("PYENV_ROOT", ""), os.path.expanduser("~/.pyenv")]
+
+    def version_key(path: str) -> list[int]:
+        return [int(x) if x.isdigit() else -1 for x in re.split(r"[.\-]", Path(path).parent.parent.name)]
+
     for root in dict.fromkeys(filter(None, roots)):
         found = []
         for path in glob.glob(os.path.join(root, "versions", f"{spec}*", "bin", "python")):
             version = Path(path).parent.parent.name
             if version == spec or version.startswith(spec + "."):
                 found.append(path)
-        key = lambda p: [int(x) if x.isdigit() else -1
-                         for x in re.split(r"[.\-]", Path(p).parent.parent.name)]
-        candidates += sorted(found, key=key, reverse=True)
+        candidates += sorted(found, key=version_key, reverse=True)
     on_path = shutil.which(f"python{spec}")
     if on_path:
         candidates.append(on_path)
@@ -259,7 +261,7 @@ WHEEL_PYTHONS = os.environ.get("FASTGW_WHEEL_PYTHONS", "").split()
 
 
 def summary_counts(output: str) -> dict[str, int]:
-    lines = [l for l in output.splitlines() if re.search(r"\d+ (passed|failed|error)", l)]
+    lines = [line for line in output.splitlines() if re.search(r"\d+ (passed|failed|error)", line)]
     counts = {}
     if lines:
         for number, what in re.findall(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|deselected)",
@@ -302,7 +304,7 @@ def test_suite_passes_against_the_installed_wheel(spec, tmp_path):
                  cwd=suite, check=False)
     counts = summary_counts(result.stdout)
     report = f"Python {where[2]} ({wheel.name}): {counts or 'no summary'}"
-    skipped = [l for l in result.stdout.splitlines() if l.startswith("SKIPPED")]
+    skipped = [line for line in result.stdout.splitlines() if line.startswith("SKIPPED")]
     print("\n".join([report, *skipped]))
-    failures = [l for l in result.stdout.splitlines() if l.startswith(("FAILED", "ERROR"))]
+    failures = [line for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
     assert result.returncode == 0, f"{report}\n" + "\n".join(failures) + "\n" + result.stdout[-4000:]

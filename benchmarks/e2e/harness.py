@@ -52,7 +52,7 @@ class Scenario:
     count_key: str = "messages"
     scale: float = 1.0         # count -> unit (payload bytes -> MB)
     latency: bool = False
-    target: float | None = None  # issue 7: fastgw / nginx per proxy CPU-second, at least
+    target: float | None = None  # fastgw / nginx per proxy CPU-second, at least
     pause_us: int = 0          # generator/backend batching pause (-B), throughput scenarios only
     zerocopy: bool = False     # zero mask key + sendfile/MSG_TRUNC/splice on the load side (-Z)
 
@@ -476,8 +476,9 @@ class Bench:
             per_cpu_s=per_cpu, proxy_sched_cpu_s=proxy_sched,
             loadgen_cpu_util=gen_cpu / win, backend_cpu_util=backend_cpu / win,
             core_busy=busy, core_steal=steal, load_core_busy=load_busy, proxy_core_busy=proxy_busy,
-            foreign=foreign, verdict=verdict, errors=int(res.get("errors", 0)), reconnects=int(res.get("reconnects", 0)),
-            verified_messages=int(res.get("verified_messages", 0)), latency_us=lat,
+            foreign=foreign, verdict=verdict, errors=int(res.get("errors", 0)),
+            reconnects=int(res.get("reconnects", 0)), verified_messages=int(res.get("verified_messages", 0)),
+            latency_us=lat,
             proxy_pids=list(dep.proxy_pids), notes=notes)
 
     # -- ratios -----------------------------------------------------------------------------
@@ -494,7 +495,7 @@ class Bench:
             sc = SCENARIO_BY_NAME[scn]
             pairs = list(zip(self.runs[(scn, pname)], self.runs[(scn, ref)]))
 
-            def med(f) -> float | None:
+            def med(f, pairs=pairs) -> float | None:
                 vals = [v for v in (f(a, b) for a, b in pairs) if v is not None]
                 return statistics.median(vals) if vals else None
 

@@ -249,7 +249,7 @@ register(ProxySpec(
 ))
 
 
-# The WAF's cost (issue 9): the same fastgw with the OWASP CRS (Debian's modsecurity-crs) in
+# The WAF's cost: the same fastgw with the OWASP CRS (Debian's modsecurity-crs) in
 # detection and in prevention mode; compare with FASTGW_BENCH_REFERENCE=fastgw.
 _CRS = os.environ.get("FASTGW_CRS_PATH", "/usr/share/modsecurity-crs")
 

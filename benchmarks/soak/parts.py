@@ -24,9 +24,20 @@ from typing import Iterator
 
 from ..e2e.procs import cpu_seconds, free_port
 from ..e2e.proxies import ProxyContext
-from .runner import (Backend, Client, RunningProxy, SoakProxy, listen_backlog,
-                     proxy_queued_bytes, settle_rss, tcp_mem_pages, tcp_mem_pressure_pages,
-                     tree_cpu_s, tree_fds, tree_rss_kib)
+from .runner import (
+    Backend,
+    Client,
+    RunningProxy,
+    SoakProxy,
+    listen_backlog,
+    proxy_queued_bytes,
+    settle_rss,
+    tcp_mem_pages,
+    tcp_mem_pressure_pages,
+    tree_cpu_s,
+    tree_fds,
+    tree_rss_kib,
+)
 
 HOLD_CONCURRENCY = 200
 HOLD_PATH = "/soak"

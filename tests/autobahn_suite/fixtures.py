@@ -10,8 +10,10 @@ import pytest
 from .harness import WstestUnavailable, ensure_wstest
 
 
-@pytest.fixture(scope="session")
-def wstest() -> str:
+# Registered as "wstest"; the function has another name so that the modules importing it (to make
+# the fixture visible) do not shadow the import with the test parameter of the same name.
+@pytest.fixture(scope="session", name="wstest")
+def fixture_wstest() -> str:
     """Build (once) and return wstest; skip loudly when Python 2.7 or the packages are missing,
     or fail when FASTGW_AUTOBAHN_REQUIRED=1."""
     try:
@@ -21,5 +23,5 @@ def wstest() -> str:
     message = f"AUTOBAHN TESTSUITE UNAVAILABLE, Autobahn tests NOT RUN: {reason}"
     if os.environ.get("FASTGW_AUTOBAHN_REQUIRED") == "1":
         pytest.fail(message, pytrace=False)
-    warnings.warn(message, pytest.PytestWarning)
+    warnings.warn(message, pytest.PytestWarning, stacklevel=2)
     pytest.skip(message)

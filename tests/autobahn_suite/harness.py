@@ -281,12 +281,20 @@ def _run_logged(cmd: Sequence[str], log_path: str, timeout: float, env: Mapping[
         log.flush()
         try:
             rc = subprocess.run(
-                list(cmd), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, env=dict(env)
+                list(cmd),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                env=dict(env),
             ).returncode
         except subprocess.TimeoutExpired:
-            raise WstestUnavailable(f"{what} timed out after {timeout:.0f}s; log {log_path}:\n{_tail(log_path)}")
+            # The message says everything TimeoutExpired would (what, how long); the log tail says why.
+            raise WstestUnavailable(
+                f"{what} timed out after {timeout:.0f}s; log {log_path}:\n{_tail(log_path)}"
+            ) from None
         except OSError as exc:
-            raise WstestUnavailable(f"{what} could not start ({exc}); log {log_path}")
+            raise WstestUnavailable(f"{what} could not start ({exc}); log {log_path}") from exc
     if rc != 0:
         raise WstestUnavailable(f"{what} failed (exit {rc}); log {log_path}:\n{_tail(log_path)}")
 
@@ -333,7 +341,7 @@ def ensure_wstest(cache_dir: Optional[str] = None) -> str:
     try:
         os.makedirs(cache_dir, exist_ok=True)
     except OSError as exc:
-        raise WstestUnavailable(f"cannot create the Autobahn cache dir {cache_dir}: {exc}")
+        raise WstestUnavailable(f"cannot create the Autobahn cache dir {cache_dir}: {exc}") from exc
 
     py27_dir = os.path.join(cache_dir, "py27")
     wstest = os.path.join(py27_dir, "bin", "wstest")
@@ -396,7 +404,10 @@ def _build(cache_dir: str, python27: str, py27_dir: str, marker: str, fingerprin
     with open(reqs, "w") as f:
         f.write("\n".join((AUTOBAHNTESTSUITE, *PY27_PINS)) + "\n")
     _run_logged(
-        [os.path.join(py27_dir, "bin", "python"), "-m", "pip", "install", "--no-input", "--progress-bar", "off", "-r", reqs],
+        [
+            os.path.join(py27_dir, "bin", "python"),
+            "-m", "pip", "install", "--no-input", "--progress-bar", "off", "-r", reqs,
+        ],
         log,
         INSTALL_TIMEOUT,
         env,
@@ -492,7 +503,9 @@ def run_fuzzingclient(
     index = os.path.join(outdir, "index.json")
     with contextlib.suppress(FileNotFoundError):
         os.remove(index)
-    spec = make_spec(url, cases, exclude_cases, outdir, agent=agent, options=options, exclude_agent_cases=exclude_agent_cases)
+    spec = make_spec(
+        url, cases, exclude_cases, outdir, agent=agent, options=options, exclude_agent_cases=exclude_agent_cases
+    )
     spec_path = os.path.join(outdir, "spec.json")
     with open(spec_path, "w") as f:
         json.dump(spec, f, indent=2)
@@ -514,7 +527,7 @@ def run_fuzzingclient(
             _kill_group(proc)
             raise WstestError(
                 f"wstest did not finish within {timeout:.0f}s against {url}; log {log_path}:\n{_tail(log_path, 5)}"
-            )
+            ) from None
         except BaseException:
             _kill_group(proc)
             raise
@@ -524,7 +537,7 @@ def run_fuzzingclient(
         with open(index) as f:
             data = json.load(f)
     except (OSError, ValueError) as exc:
-        raise WstestError(f"wstest wrote no usable {index} ({exc}); log {log_path}:\n{_tail(log_path)}")
+        raise WstestError(f"wstest wrote no usable {index} ({exc}); log {log_path}:\n{_tail(log_path)}") from exc
     per_agent = data.get(agent, {})
     results = {
         case_id: {
@@ -635,7 +648,8 @@ def describe(case_ids: Iterable[str], *runs: Mapping[str, Mapping[str, object]],
                 + (
                     "missing"
                     if r is None
-                    else f"{r.get('behavior')}/{r.get('behaviorClose')} close={r.get('remoteCloseCode')} ({r.get('reportfile')})"
+                    else f"{r.get('behavior')}/{r.get('behaviorClose')} "
+                    f"close={r.get('remoteCloseCode')} ({r.get('reportfile')})"
                 )
             )
         lines.append(f"  {c}: " + "; ".join(parts))
@@ -686,7 +700,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sub.add_parser("ensure", help="build/verify the 2.7 env; print the wstest path")
     for name, helptext in (("direct", "run against the echo backend (started here)"), ("run", "run against --url")):
         sp = sub.add_parser(name, help=helptext)
-        sp.add_argument("--cases", default="ci", help="ci | ci-nodeflate | deflate | full | comma-separated ids/patterns")
+        sp.add_argument(
+            "--cases", default="ci", help="ci | ci-nodeflate | deflate | full | comma-separated ids/patterns"
+        )
         sp.add_argument("--exclude", default="", help="extra comma-separated case ids/patterns to exclude")
         sp.add_argument("--outdir", default=None)
         sp.add_argument("--timeout", type=float, default=1800.0)
@@ -709,7 +725,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cases, exclude = _case_args(args.cases)
     exclude += [c.strip() for c in args.exclude.split(",") if c.strip()]
     outdir = args.outdir or os.path.join(
-        tempfile.gettempdir(), "fastgw-autobahn-reports", f"{args.cmd}-{args.cases.replace(',', '_').replace('*', 'x')[:40]}"
+        tempfile.gettempdir(),
+        "fastgw-autobahn-reports",
+        f"{args.cmd}-{args.cases.replace(',', '_').replace('*', 'x')[:40]}",
     )
     stop = None
     if args.cmd == "direct":

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from .echo_backend import start_echo_backend
-from .fixtures import wstest  # noqa: F401 (a fixture)
+from .fixtures import fixture_wstest  # noqa: F401 (registers the "wstest" fixture)
 from .harness import (
     compare,
     describe,

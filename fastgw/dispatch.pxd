@@ -1,0 +1,19 @@
+# Pure-Python-mode declarations for Cython (fastgw/native.py).
+
+from fastgw.contracts cimport ClientSide, ConnectionHost, Exchange, ExchangeServices, Recorder
+from fastgw.http1 cimport RequestHead
+
+cdef class Dispatcher(ConnectionHost):
+    cdef public object config, router
+    cdef public dict backends
+    cdef public ExchangeServices services
+    cdef public Recorder recorder
+    cdef public object sweeper
+    cdef public set connections
+    cdef public bint stopping
+
+    cpdef Exchange start_exchange(self, ClientSide client, RequestHead head)
+    cpdef bint connection_opened(self, object client)
+    cpdef connection_closed(self, object client)
+    cdef Exchange _handshake(self, ClientSide client, RequestHead head)
+    cdef Exchange _redirect(self, ClientSide client, RequestHead head, object route, bint keep)

@@ -1,0 +1,101 @@
+"""The routing decision: a request head becomes the exchange that answers it.
+
+`Dispatcher` implements contracts.ConnectionHost for every client connection of a gateway:
+
+* `start_exchange`: a WebSocket upgrade request is validated first (handshake.validate_request:
+  400/426 before anything else), then every request is routed (routing.Router): no rule, 404;
+  a redirect rule, its redirect; otherwise an HttpExchange or WebSocketExchange to the rule's
+  backend. The gateway's own answers to an upgrade request close the connection afterwards
+  (what follows such a request may be WebSocket frames).
+* `connection_opened` / `connection_closed`: the set of open client connections, whose deadlines
+  the Sweeper checks; once the gateway stops, new connections are refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastgw import handshake, log
+from fastgw.backends import Backend
+from fastgw.config import Config
+from fastgw.contracts import ClientSide, ConnectionHost, Exchange, ExchangeServices, Recorder
+from fastgw.errors import HandshakeError
+from fastgw.http1 import RequestHead
+from fastgw.local import LocalAnswer, redirect_location
+from fastgw.proxy import HttpExchange
+from fastgw.routing import Router
+from fastgw.timeouts import Sweeper
+from fastgw.wsproxy import WebSocketExchange
+
+NOT_FOUND = "404 Not Found\nno rule matches this request\n"
+
+
+class Dispatcher(ConnectionHost):
+    __slots__ = ("config", "router", "backends", "services", "recorder", "sweeper",
+                 "connections", "stopping")
+
+    def __init__(self, config: Config, router: Router, backends: dict[tuple[str, str], Backend],
+                 services: ExchangeServices, recorder: Recorder, sweeper: Sweeper) -> None:
+        self.config = config
+        self.router = router
+        self.backends = backends
+        self.services = services
+        self.recorder = recorder
+        self.sweeper = sweeper
+        self.connections: set = set()
+        self.stopping = False
+
+    def configure(self, config: Config, router: Router,
+                  backends: dict[tuple[str, str], Backend]) -> None:
+        """A reload: new requests are routed by the new configuration."""
+        self.config = config
+        self.router = router
+        self.backends = backends
+
+    # -- contracts.ConnectionHost ----------------------------------------------------------
+
+    def start_exchange(self, client: ClientSide, head: RequestHead) -> Exchange:
+        if head.upgrade_requested():
+            return self._handshake(client, head)
+        route = self.router.match(client.socket_key, head.host, head.path())
+        if route is None:
+            return LocalAnswer(client, head, 404, NOT_FOUND)
+        if route.is_redirect:
+            return self._redirect(client, head, route, True)
+        backend = self.backends[route.backend_key]
+        return HttpExchange(client, head, route, backend, self.services)
+
+    def _handshake(self, client: ClientSide, head: RequestHead) -> Exchange:
+        """An upgrade request: validated before anything else, then routed like any request."""
+        try:
+            offer = handshake.validate_request(head)
+        except HandshakeError as exc:
+            log.event(log.INFO, "handshake_refused", status=exc.status, reason=exc.reason,
+                      client=client.peer_ip)
+            return LocalAnswer(client, head, exc.status, f"{exc.status} {exc.reason}\n",
+                               headers=exc.headers, keep=False)
+        route = self.router.match(client.socket_key, head.host, head.path())
+        if route is None:
+            return LocalAnswer(client, head, 404, NOT_FOUND, keep=False)
+        if route.is_redirect:
+            return self._redirect(client, head, route, False)
+        backend = self.backends[route.backend_key]
+        return WebSocketExchange(client, head, route, backend, self.services, offer,
+                                 self.recorder, self.config.gateway.close_timeout)
+
+    def _redirect(self, client: ClientSide, head: RequestHead, route: Any, keep: bool
+                  ) -> Exchange:
+        location = redirect_location(self.config, route.rule, head)
+        return LocalAnswer(client, head, route.rule.status, f"Redirecting to {location}\n",
+                           headers=(("Location", location),), route=route, keep=keep)
+
+    def connection_opened(self, client: Any) -> bool:
+        if self.stopping:
+            return False
+        self.connections.add(client)
+        self.sweeper.add(client)
+        return True
+
+    def connection_closed(self, client: Any) -> None:
+        self.connections.discard(client)
+        self.sweeper.discard(client)

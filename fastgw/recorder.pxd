@@ -1,0 +1,17 @@
+# Pure-Python-mode declarations for Cython (fastgw/native.py).
+
+cimport cython
+from fastgw.contracts cimport ClientSide, Exchange, Recorder
+from fastgw.http1 cimport RequestHead
+from fastgw.stats cimport Stats
+
+cdef class GatewayRecorder(Recorder):
+    cdef public Stats stats
+    cdef public object access_log, router
+    cdef public set sessions
+    cdef public object clock
+
+    @cython.locals(status=int, index=Py_ssize_t, labels=tuple, head=RequestHead, stats=Stats)
+    cpdef exchange_finished(self, ClientSide client, Exchange ex, str error)
+    cpdef session_started(self, object session)
+    cpdef session_ended(self, object session)

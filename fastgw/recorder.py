@@ -1,0 +1,66 @@
+"""Where the results of client connections go: counters, the access log, the open sessions.
+
+`GatewayRecorder` implements contracts.Recorder: every answered request and handshake passes
+through `exchange_finished` once (the request counter, the upgrade outcomes, the access-log
+record), every WebSocket session through `session_started` and `session_ended` (the session
+counters, the close codes, the `session-end` record). It also keeps the set of open sessions,
+which the gateway closes on shutdown or when their server drains.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastgw.accesslog import request_record, session_record
+from fastgw.contracts import ClientSide, Exchange, Recorder
+from fastgw.http1 import STATUS_CLASSES, status_class_index
+from fastgw.logfile import LogFile
+from fastgw.routing import Router
+from fastgw.stats import Stats, close_code_label
+
+
+class GatewayRecorder(Recorder):
+    __slots__ = ("stats", "access_log", "router", "sessions", "clock")
+
+    def __init__(self, stats: Stats, access_log: LogFile | None, router: Router,
+                 clock: Any) -> None:
+        self.stats = stats
+        self.access_log = access_log
+        self.router = router  # names the listener of a request no rule took
+        self.sessions: set = set()
+        self.clock = clock  # the loop's time()
+
+    def exchange_finished(self, client: ClientSide, ex: Exchange, error: str) -> None:
+        status = ex.status if not error else (ex.status or 499)
+        route = ex.route
+        index = status_class_index(status)
+        if route is not None:
+            labels = route.counter_labels[index]
+        else:  # a request no rule took, or one refused before routing
+            head = ex.head
+            listener = self.router.listener_for(client.socket_key,
+                                                head.host if head is not None else None)
+            labels = (listener.name if listener is not None else "", "", "",
+                      STATUS_CLASSES[index])
+        stats = self.stats
+        stats.requests[labels] += 1
+        if ex.handshake:
+            outcome = "101" if status == 101 else "timeout" if status == 504 else labels[3]
+            stats.upgrades[(outcome,)] += 1
+        if self.access_log is not None:
+            self.access_log.write(request_record(client, ex, status, error, self.clock(), labels))
+
+    def session_started(self, session: Any) -> None:
+        self.sessions.add(session)
+        self.stats.sessions[(session.route.rule.name, session.endpoint.backend.pool.name)] += 1
+
+    def session_ended(self, session: Any) -> None:
+        self.sessions.discard(session)
+        stats = self.stats
+        stats.closes[(close_code_label(session.close_code), session.closed_by or "unknown")] += 1
+        for i, pump in enumerate(session.pumps):
+            stats.frames_closed[i] += pump.scanner.frames
+            stats.bytes_closed[i] += pump.scanner.bytes
+        stats.durations.observe(session.duration)
+        if self.access_log is not None:
+            self.access_log.write(session_record(session))

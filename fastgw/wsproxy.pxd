@@ -1,0 +1,20 @@
+# Pure-Python-mode declarations for Cython (fastgw/native.py).
+
+from fastgw.contracts cimport Recorder
+from fastgw.handshake cimport Offer
+from fastgw.http1 cimport ResponseHead
+from fastgw.proxy cimport HttpExchange
+from fastgw.relay cimport WebSocketSession
+
+cdef class WebSocketExchange(HttpExchange):
+    cdef public Offer offer
+    cdef public list early
+    cdef public Py_ssize_t early_bytes
+    cdef public ResponseHead switching
+    cdef public WebSocketSession session
+    cdef public Recorder recorder
+    cdef public double close_timeout
+
+    cpdef client_data(self, bytes data)
+    cpdef client_lost(self)
+    cpdef upstream_data(self, bytes data)
