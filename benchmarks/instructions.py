@@ -7,6 +7,9 @@ backend (benchmarks/e2e), sends N requests (or handshakes) with a plain client, 
 start-up excluded. Use it to compare two versions of the hot path; it is not part of the tests.
 
     python benchmarks/instructions.py [http|ws] [N]
+
+The access log is off; FASTGW_INSTR_ACCESS_LOG=on writes it to a file (its cost is the
+difference).
 """
 
 from __future__ import annotations
@@ -92,9 +95,10 @@ def run(kind: str, n: int) -> int:
     work = Path(tempfile.mkdtemp(prefix="fastgw-instr-"))
     try:
         cfg = work / "gw.toml"
+        access_log = work / "access.log" if os.environ.get("FASTGW_INSTR_ACCESS_LOG") == "on" else "off"
         cfg.write_text(f"""
 [gateway]
-access_log = "off"
+access_log = "{access_log}"
 [[listeners]]
 name = "l"
 port = {port}

@@ -39,9 +39,13 @@ def main(argv: list[str] | None = None) -> int:
                          help="path to the gateway's TOML configuration file")
     p_serve.add_argument("--log-level", default=os.environ.get("FASTGW_LOG_LEVEL", "info"),
                          choices=("debug", "info", "warning", "error"),
-                         help="least severe event written to the JSON log on stderr (default: "
+                         help="least severe event written to the log on stderr (default: "
                               "$FASTGW_LOG_LEVEL, else info); the access log is configured "
                               "apart, by [gateway] access_log")
+    p_serve.add_argument("--log-format", choices=log.FORMATS, default=None,
+                         help="json: one JSON object per line (time, level, log, then the "
+                              "record); text: one readable line per record. Default: text when "
+                              "stderr is a terminal, else json")
     p_check = sub.add_parser(
         "check", help="validate a configuration file and print its routes",
         description="Validate CONFIG, including the files it names (certificates, keys, WAF "
@@ -59,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         epilog=_EXAMPLE)
     p_demo.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
     p_demo.add_argument("--host", default="127.0.0.1", help="gateway address (default 127.0.0.1)")
+    p_demo.add_argument("--log-format", choices=log.FORMATS, default=None,
+                        help="as for serve (default: text on a terminal, else json)")
     args = parser.parse_args(argv)
 
     problem = native.required_problem()
@@ -69,11 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             return check(args.config)
         if args.command == "serve":
-            return serve(args.config, args.log_level)
+            return serve(args.config, args.log_level, args.log_format)
         if args.command == "demo":
-            _warn_build()
             from fastgw.demo import run_demo
-            return run_demo(args.host, args.port)
+            return run_demo(args.host, args.port, args.log_format, _warn_build)
     except native.ExtensionsRequired as exc:
         print(f"fastgw: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
@@ -105,10 +110,14 @@ def _version() -> str:
             f"hot path: {native.implementation()}, Python {sys.version.split()[0]})")
 
 
-def _warn_build() -> None:
-    """Once, at start: what runs is not the compiled build, or not the build of these sources."""
+def _warn_build(as_event: bool = False) -> None:
+    """Once, at start: what runs is not the compiled build, or not the build of these sources.
+    `serve` and `demo` write it as a log record (stderr is their log), `check` as text."""
     for line in native.notes():
-        print(f"fastgw: warning: {line}", file=sys.stderr)
+        if as_event:
+            log.event(log.WARNING, "build_warning", note=line)
+        else:
+            print(f"fastgw: warning: {line}", file=sys.stderr)
 
 
 def check(path: str) -> int:
@@ -127,10 +136,10 @@ def check(path: str) -> int:
     return EXIT_OK
 
 
-def serve(path: str, log_level: str = "info") -> int:
-    log.setup(getattr(log, log_level.upper()))
+def serve(path: str, log_level: str = "info", log_format: str | None = None) -> int:
+    log.setup(getattr(log, log_level.upper()), log_format)
     if not os.environ.get("FASTGW_WORKER"):
-        _warn_build()
+        _warn_build(as_event=True)
     try:
         cfg = preflight.load_checked(path)
     except ConfigError as exc:
@@ -143,7 +152,8 @@ def serve(path: str, log_level: str = "info") -> int:
             print(warning, file=sys.stderr)
     if cfg.gateway.workers > 1 and not os.environ.get("FASTGW_WORKER"):
         from fastgw.supervisor import Supervisor
-        return Supervisor(path, cfg.gateway.workers, log_level).run()
+        return Supervisor(path, cfg.gateway.workers, log_level,
+                          "text" if log.text_format() else "json").run()
     from fastgw.gateway import run
     from fastgw.listener import BindError
     try:

@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -365,9 +366,13 @@ async def demo_main(host: str, port: int, ready: asyncio.Event | None = None) ->
     return 0
 
 
-def run_demo(host: str = "127.0.0.1", port: int = 8080) -> int:
+def run_demo(host: str = "127.0.0.1", port: int = 8080, log_format: str | None = None,
+             warn_build: Callable[..., None] | None = None) -> int:
+    """`warn_build(as_event=True)` logs why the compiled build is not in use (cli passes it)."""
     log.setup(log.WARNING if not os.environ.get("FASTGW_LOG_LEVEL") else
-              getattr(log, os.environ["FASTGW_LOG_LEVEL"].upper(), log.INFO))
+              getattr(log, os.environ["FASTGW_LOG_LEVEL"].upper(), log.INFO), log_format)
+    if warn_build is not None:
+        warn_build(as_event=True)
     from fastgw.errors import ConfigError
     from fastgw.listener import BindError
     try:

@@ -76,10 +76,6 @@ def build_backends(config: Config, old: dict[tuple[str, str], Backend]
     return backends, removed
 
 
-def _log_file(destination: str) -> LogFile | None:
-    return LogFile(destination) if destination != "off" else None
-
-
 class Gateway:
     def __init__(self, config: Config, *, sockets: dict | None = None):
         self.loop = asyncio.get_running_loop()
@@ -93,8 +89,8 @@ class Gateway:
         self.router = Router(config)
         self.backends, _ = build_backends(config, {})
         self.sweeper = Sweeper(self.loop)
-        self.services = Services(config, self.stats)
-        self.access_log = _log_file(config.gateway.access_log)
+        self.services = Services(config, self.stats, self.loop)
+        self.access_log = self._access_log(config.gateway.access_log)
         self.recorder = GatewayRecorder(self.stats, self.access_log, self.router, self.loop.time)
         self.dispatcher = Dispatcher(config, self.router, self.backends, self.services,
                                      self.recorder, self.sweeper)
@@ -236,7 +232,10 @@ class Gateway:
             return
         if self.access_log is not None:
             self.access_log.close()
-        self.access_log = self.recorder.access_log = _log_file(destination)
+        self.access_log = self.recorder.access_log = self._access_log(destination)
+
+    def _access_log(self, destination: str) -> LogFile | None:
+        return LogFile(destination, "access", self.loop, self.stats) if destination != "off" else None
 
     def drain(self, endpoint: Endpoint) -> None:
         """A server left its pool: no new traffic; its WebSocket sessions get Close 1001 after

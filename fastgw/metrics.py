@@ -82,6 +82,10 @@ class Metrics:
                                ["pool", "settings", "state"],
                                **per_process, **reg)
         self.m_probes = Counter("fastgw_probes", "Health probe results", ["pool", "settings", "result"], **reg)
+        self.m_log_errors = Counter("fastgw_log_write_errors", "Failed writes of the access or "
+                                    "firewall log, by log and errno", ["log", "error"], **reg)
+        self.m_log_dropped = Counter("fastgw_log_dropped_lines", "Log lines dropped after failed "
+                                     "writes (beyond what is kept for a retry)", ["log"], **reg)
         self.m_waf = Counter("fastgw_waf_matches", "WAF rule matches by rule id and action",
                              ["rule_id", "action"], **reg)
         # key -> the total last synced: a number for a counter, (bucket counts, sum) for a histogram
@@ -135,6 +139,10 @@ class Metrics:
             self._add(self.m_closes, labels, ("close",) + labels, n)
         for labels, n in list(s.probes.items()):
             self._add(self.m_probes, labels, ("probe",) + labels, n)
+        for labels, n in list(s.log_errors.items()):
+            self._add(self.m_log_errors, labels, ("logerr",) + labels, n)
+        for labels, n in list(s.log_dropped.items()):
+            self._add(self.m_log_dropped, labels, ("logdrop",) + labels, n)
         for labels, n in list(s.waf.items()):
             self._add(self.m_waf, tuple(map(str, labels)), ("waf",) + labels, n)
         frames = list(s.frames_closed)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastgw.accesslog import request_record, session_record
+from fastgw.accesslog import request_line, session_line, timestamp
 from fastgw.contracts import ClientSide, Exchange, Recorder
 from fastgw.http1 import STATUS_CLASSES, status_class_index
 from fastgw.logfile import LogFile
@@ -47,8 +47,18 @@ class GatewayRecorder(Recorder):
         if ex.handshake:
             outcome = "101" if status == 101 else "timeout" if status == 504 else labels[3]
             stats.upgrades[(outcome,)] += 1
-        if self.access_log is not None:
-            self.access_log.write(request_record(client, ex, status, error, self.clock(), labels))
+        access_log = self.access_log
+        if access_log is not None:
+            head = ex.head
+            backend = ex.backend
+            endpoint = ex.endpoint
+            access_log.write(request_line(
+                timestamp(), ex.handshake, client.peer_ip, client.peer_port, client.tls_info, head,
+                status, ex.body_received, client.sent - ex.sent_at_start,
+                self.clock() - head.t0 if head is not None and head.t0 else 0.0, labels,
+                backend.settings if backend is not None else None,
+                endpoint.name if endpoint is not None else "", ex.server_latency, ex.request_id,
+                error or ex.error))
 
     def session_started(self, session: Any) -> None:
         self.sessions.add(session)
@@ -62,5 +72,6 @@ class GatewayRecorder(Recorder):
             stats.frames_closed[i] += pump.scanner.frames
             stats.bytes_closed[i] += pump.scanner.bytes
         stats.durations.observe(session.duration)
-        if self.access_log is not None:
-            self.access_log.write(session_record(session))
+        access_log = self.access_log
+        if access_log is not None:
+            access_log.write(session_line(session, timestamp()))

@@ -7,6 +7,7 @@ from fastgw.stats cimport Histo, Stats
 cdef class Services(ExchangeServices):
     cdef public object config
     cdef public Stats stats
+    cdef public object loop
     cdef public dict wafs
     cdef public object firewall_log, tls
 

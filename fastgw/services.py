@@ -19,20 +19,23 @@ from fastgw.stats import Histo, Stats
 
 
 class Services(ExchangeServices):
-    __slots__ = ("config", "stats", "wafs", "firewall_log", "tls")
+    __slots__ = ("config", "stats", "loop", "wafs", "firewall_log", "tls")
 
-    def __init__(self, config: Config, stats: Stats) -> None:
+    def __init__(self, config: Config, stats: Stats, loop: Any) -> None:
         self.config = config
         self.stats = stats
+        self.loop = loop
         self.wafs: dict = {}  # WafConfig -> fastgw.waf.Waf, one per distinct policy in use
         self.firewall_log: LogFile | None = None
         self.tls: Any = None  # fastgw.tls.TlsManager, built on first use
         self.configure(config)
 
     def configure(self, config: Config) -> None:
-        """A (re)load: WAF policies and the firewall log for `config`; TLS contexts from the
-        current certificate files (a reload picks up renewed ones)."""
+        """A (re)load: WAF policies and the firewall log for `config` (reopened: log
+        rotation); TLS contexts from the current certificate files (renewed ones are used)."""
         self.config = config
+        if self.firewall_log is not None:
+            self.firewall_log.reopen()  # log rotation: SIGHUP, as for the access log
         self._build_wafs(config)
         if self.tls is not None:
             self.tls.reload(config)
@@ -66,7 +69,7 @@ class Services(ExchangeServices):
             self.firewall_log.close()
             self.firewall_log = None
         if wafs and self.firewall_log is None and destination != "off":
-            self.firewall_log = LogFile(destination)
+            self.firewall_log = LogFile(destination, "firewall", self.loop, self.stats)
 
     def waf_for(self, listener: ListenerConfig) -> Any:
         if not self.wafs:
@@ -81,7 +84,8 @@ class Services(ExchangeServices):
         for record in firewall_log_records(verdict):
             self.stats.waf[(str(record.get("ruleId", "")), record.get("action", ""))] += 1
             if self.firewall_log is not None:
-                self.firewall_log.write(record)
+                level = "warning" if record.get("action") == "Blocked" else "info"
+                self.firewall_log.write_record(record, level)
 
     # -- TLS ---------------------------------------------------------------------------------
 

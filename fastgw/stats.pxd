@@ -11,7 +11,7 @@ cdef class Histo:
     cpdef observe(self, double value)
 
 cdef class Stats:
-    cdef public object requests, upgrades, sessions, closes, probes, waf
+    cdef public object requests, upgrades, sessions, closes, probes, waf, log_errors, log_dropped
     cdef public list frames_closed, bytes_closed
     cdef public dict latency
     cdef public Histo durations

@@ -57,7 +57,8 @@ class Stats:
     """The counters of one gateway process."""
 
     __slots__ = ("requests", "upgrades", "sessions", "closes", "probes", "waf",
-                 "frames_closed", "bytes_closed", "latency", "durations")
+                 "frames_closed", "bytes_closed", "latency", "durations", "log_errors",
+                 "log_dropped")
 
     def __init__(self) -> None:
         self.requests = Tally()  # (listener, rule, pool, class)
@@ -71,6 +72,8 @@ class Stats:
         self.bytes_closed = [0, 0]
         self.latency: dict[str, Histo] = {}  # pool -> upstream response times
         self.durations = Histo(DURATION_BUCKETS)
+        self.log_errors = Tally()  # (log, errno name): failed writes of the access/firewall log
+        self.log_dropped = Tally()  # (log,): lines dropped after failed writes
 
     def latency_histo(self, pool: str) -> Histo:
         """The upstream response-time histogram of a pool (a Backend keeps it at hand)."""

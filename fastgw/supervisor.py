@@ -32,10 +32,12 @@ STARTUP_GRACE = 2.0  # a worker that exits this soon after starting failed to st
 
 
 class Supervisor:
-    def __init__(self, config_path: str, workers: int, log_level: str = "info"):
+    def __init__(self, config_path: str, workers: int, log_level: str = "info",
+                 log_format: str = "json"):
         self.config_path = config_path
         self.count = workers
         self.log_level = log_level
+        self.log_format = log_format
         self.procs: dict[int, subprocess.Popen] = {}  # slot -> process
         self.started_at: dict[int, float] = {}
         self.failures: dict[int, int] = {}
@@ -46,7 +48,8 @@ class Supervisor:
     def _spawn(self, slot: int) -> None:
         env = dict(os.environ, FASTGW_WORKER=str(slot), PROMETHEUS_MULTIPROC_DIR=self.metrics_dir)
         proc = subprocess.Popen([sys.executable, "-m", "fastgw", "serve", self.config_path,
-                                 "--log-level", self.log_level], env=env)
+                                 "--log-level", self.log_level, "--log-format", self.log_format],
+                                env=env)
         self.procs[slot] = proc
         self.started_at[slot] = time.monotonic()
         log.event(log.INFO, "worker_started", worker=slot, pid=proc.pid)

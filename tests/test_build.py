@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -120,9 +121,12 @@ def test_serve_warns_once_at_start(tmp_path):
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(15) == 0
     lines = err.read_text().splitlines()
-    warnings = [line for line in lines if line.startswith("fastgw: warning: ")]
-    assert len([w for w in warnings if "running from the source tree" in w]) == 1, lines
-    assert lines.index(warnings[0]) < 2, lines  # at start, before the gateway logs anything
+    records = [json.loads(line) for line in lines]  # every line is a record in the envelope
+    assert all({"time", "level", "log"} <= set(r) for r in records), lines
+    warnings = [r for r in records if r.get("event") == "build_warning"]
+    assert len([w for w in warnings if "running from the source tree" in w["note"]]) == 1, lines
+    assert records.index(warnings[0]) < 2, lines  # at start, before the gateway logs anything
+    assert warnings[0]["level"] == "warning" and warnings[0]["log"] == "event"
     assert "Traceback" not in err.read_text()
 
 
