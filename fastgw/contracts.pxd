@@ -54,6 +54,10 @@ cdef class ProxiedExchange(Exchange):
     cpdef upstream_lost(self, object exc)
     cpdef upstream_pause_writing(self)
     cpdef upstream_resume_writing(self)
+    cpdef response_header(self, bytes name, bytes value)
+    cpdef response_head_complete(self)
+    cpdef response_body(self, bytes body)
+    cpdef response_complete(self)
 
 cdef class ConnectionHost:
     cpdef Exchange start_exchange(self, ClientSide client, RequestHead head)

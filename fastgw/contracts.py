@@ -193,6 +193,20 @@ class ProxiedExchange(Exchange):
     def upstream_resume_writing(self) -> None:
         raise NotImplementedError
 
+    # The backend's response, as the connection's parser reads it (httptools callbacks).
+
+    def response_header(self, name: bytes, value: bytes) -> None:
+        raise NotImplementedError
+
+    def response_head_complete(self) -> None:
+        raise NotImplementedError
+
+    def response_body(self, body: bytes) -> None:
+        raise NotImplementedError
+
+    def response_complete(self) -> None:
+        raise NotImplementedError
+
 
 class ConnectionHost:
     """What a client connection calls: the exchange for a request, and its own life."""

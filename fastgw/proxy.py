@@ -35,7 +35,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 import httptools
-from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+from httptools import HttpParserError, HttpParserUpgrade
 
 from fastgw import affinity, http1, log
 from fastgw.contracts import ClientSide, ExchangeServices, ProxiedExchange
@@ -269,7 +269,7 @@ class HttpExchange(ProxiedExchange):
         endpoint = conn.endpoint
         endpoint.active += 1
         endpoint.requests += 1
-        self.parser = HttpResponseParser(self)
+        self.parser = conn.response_parser()
         self.resp_headers = []
         client = self.client
         head = self.head
@@ -344,7 +344,7 @@ class HttpExchange(ProxiedExchange):
         if self.state in (SENT, RESPONDING) and self.head.chunked and self.conn is not None:
             self.conn.transport.write(LAST_CHUNK)
 
-    # -- the backend's response (httptools callbacks) ---------------------------------------
+    # -- the backend's response (its connection's parser calls response_*) ---------------
 
     def upstream_data(self, data: bytes) -> None:
         self.received_bytes += len(data)
@@ -368,10 +368,10 @@ class HttpExchange(ProxiedExchange):
         out, self.out = self.out, []
         self.client.writelines(out)
 
-    def on_header(self, name: bytes, value: bytes) -> None:
+    def response_header(self, name: bytes, value: bytes) -> None:
         self.resp_headers.append((name, value))
 
-    def on_headers_complete(self) -> None:
+    def response_head_complete(self) -> None:
         parser = self.parser
         status = parser.get_status_code()
         head = ResponseHead(status, b"", response_version(parser), self.resp_headers)
@@ -401,15 +401,15 @@ class HttpExchange(ProxiedExchange):
                                                    req.version, extra))
         if framing == NONE:
             # llhttp would wait for a HEAD response's announced body; the message ends here.
-            self.on_message_complete()
+            self.response_complete()
 
-    def on_body(self, body: bytes) -> None:
+    def response_body(self, body: bytes) -> None:
         if self.framing == CHUNKED:
             self.out += (b"%x\r\n" % len(body), body, b"\r\n")
         else:
             self.out.append(body)
 
-    def on_message_complete(self) -> None:
+    def response_complete(self) -> None:
         if self.state != RESPONDING:
             return  # an interim (1xx) response ended; the final one follows
         framing = self.framing
@@ -422,6 +422,8 @@ class HttpExchange(ProxiedExchange):
         conn, self.conn = self.conn, None
         head = self.response_head
         if conn is not None:
+            if framing == NONE:
+                conn.parser = None  # see upstream.py: llhttp would wait for a HEAD's body
             if (head is not None and self.request_done and head.keep_alive and framing != CLOSE
                     and (head.content_length is not None or head.chunked or framing == NONE)
                     and self.parser.should_keep_alive()):
@@ -440,7 +442,7 @@ class HttpExchange(ProxiedExchange):
 
     def upstream_eof(self) -> None:
         if self.state == RESPONDING and self._close_delimited():
-            self.on_message_complete()
+            self.response_complete()
 
     def upstream_lost(self, exc: Exception | None) -> None:
         if self.state == DONE:
@@ -448,7 +450,7 @@ class HttpExchange(ProxiedExchange):
         conn, self.conn = self.conn, None
         if self.state == RESPONDING:
             if self._close_delimited():
-                self.on_message_complete()
+                self.response_complete()
                 return
             self._release_endpoint()
             if self.out:

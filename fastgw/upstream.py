@@ -1,16 +1,19 @@
 """The upstream leg: one TCP (or TLS) connection from the gateway to a backend server.
 
 An UpstreamConnection carries one exchange at a time (no pipelining towards backends) and goes
-back to its endpoint's keep-alive pool when a response completed cleanly. The response parser
-belongs to the exchange (a fresh httptools parser per response: a response to HEAD has no body
-whatever its Content-Length says, and llhttp cannot be told so), so this class only moves bytes
-and lifecycle events.
+back to its endpoint's keep-alive pool when a response completed cleanly. It keeps one httptools
+response parser for the responses it carries (building one costs more than parsing a small
+response) and passes the parser's callbacks to the exchange it serves. After a response without
+a body (HEAD, 204, 304) the exchange drops the parser: a response to HEAD has no body whatever its
+Content-Length says, llhttp cannot be told so, and would wait for that body.
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+from httptools import HttpResponseParser
 
 from fastgw.backends import Endpoint
 from fastgw.contracts import ProxiedExchange
@@ -23,7 +26,8 @@ IDLE_TIMEOUT = 4.0
 class UpstreamConnection:
     """An asyncio protocol by its methods (no base class: compiled, it is an extension type)."""
 
-    __slots__ = ("endpoint", "transport", "exchange", "closed", "uses", "idle_since", "paused")
+    __slots__ = ("endpoint", "transport", "exchange", "closed", "uses", "idle_since", "paused",
+                 "parser")
 
     def __init__(self, endpoint: Endpoint):
         self.endpoint = endpoint
@@ -33,6 +37,45 @@ class UpstreamConnection:
         self.uses = 0
         self.idle_since = 0.0
         self.paused = False
+        self.parser: Any = None  # httptools.HttpResponseParser, made on first use
+
+    def response_parser(self) -> Any:
+        """The parser of this connection's responses (made again after one was dropped)."""
+        parser = self.parser
+        if parser is None:
+            parser = self.parser = HttpResponseParser(self)
+        return parser
+
+    # -- httptools callbacks: the exchange being served reads the response ------------------
+    # Without one, the backend spoke out of turn (RFC 9112 section 9.3.2): the connection is
+    # dropped. The one exception: llhttp ends a response without a body (204, 304) after the
+    # exchange has already finished it.
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.response_header(name, value)
+        else:
+            self.close()
+
+    def on_headers_complete(self) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.response_head_complete()
+        else:
+            self.close()
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.response_body(body)
+        else:
+            self.close()
+
+    def on_message_complete(self) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.response_complete()
 
     def connection_made(self, transport) -> None:
         self.transport = transport  # TCP_NODELAY: set by uvloop/asyncio on every TCP transport
@@ -53,6 +96,7 @@ class UpstreamConnection:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.parser = None  # it holds our bound methods: a cycle the collector would have to find
         self.endpoint.forget(self)
         exchange, self.exchange = self.exchange, None
         if exchange is not None:
@@ -80,11 +124,13 @@ class UpstreamConnection:
 
     def close(self) -> None:
         self.exchange = None
+        self.parser = None
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
     def abort(self) -> None:
         self.exchange = None
+        self.parser = None
         if self.transport is not None:
             self.transport.abort()
 

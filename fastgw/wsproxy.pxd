@@ -18,3 +18,5 @@ cdef class WebSocketExchange(HttpExchange):
     cpdef client_data(self, bytes data)
     cpdef client_lost(self)
     cpdef upstream_data(self, bytes data)
+    cpdef response_head_complete(self)
+    cdef _switch(self, bytes backend_early)

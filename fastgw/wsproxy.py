@@ -70,7 +70,7 @@ class WebSocketExchange(HttpExchange):
         except httptools.HttpParserError as exc:
             self.fail(UpstreamError(502, parser_failure("invalid handshake response from backend", exc)))
 
-    def on_headers_complete(self) -> None:
+    def response_head_complete(self) -> None:
         parser = self.parser
         if parser.get_status_code() == 101:
             head = http1.ResponseHead(101, b"", http1.response_version(parser), self.resp_headers)
@@ -78,7 +78,7 @@ class WebSocketExchange(HttpExchange):
             self.switching = head
             self.resp_headers = []
             return
-        super().on_headers_complete()
+        HttpExchange.response_head_complete(self)
 
     def _switch(self, backend_early: bytes) -> None:
         head = self.switching
@@ -96,6 +96,7 @@ class WebSocketExchange(HttpExchange):
         if conn is None:  # cannot be: a 101 was read from it
             return
         conn.exchange = None
+        conn.parser = None  # the connection carries frames from now on
         self.parser = None  # the endpoint's active count now belongs to the session
         client = self.client
         client.write(handshake.client_101(head, self.response_extra()))
