@@ -19,6 +19,7 @@ cdef class Exchange:
     cdef public double started
     cdef public bint keep_client, request_done, handshake, upgrading, answering
 
+    cdef begin(self, RequestHead head, object route, Backend backend)
     cpdef start(self)
     cpdef request_body(self, bytes data)
     cpdef request_complete(self)

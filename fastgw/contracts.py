@@ -120,6 +120,10 @@ class Exchange:
                  "request_done", "handshake", "upgrading", "answering")
 
     def __init__(self, head: RequestHead | None, route: Any, backend: Backend | None) -> None:
+        self.begin(head, route, backend)
+
+    def begin(self, head: RequestHead | None, route: Any, backend: Backend | None) -> None:
+        """Set the contract's fields (what __init__ does; a C call for subclasses' __init__)."""
         self.head = head
         self.route = route
         self.backend = backend

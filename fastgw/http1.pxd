@@ -31,7 +31,8 @@ cdef class ResponseHead:
     cdef public bint chunked, keep_alive
     cdef public frozenset connection_tokens
 
-@cython.locals(lnames=list, fields=dict, name=bytes, value=bytes, lname=bytes, values=list)
+@cython.locals(lnames=list, fields=dict, name=bytes, value=bytes, lname=bytes, values=list,
+               lower=dict)
 cpdef tuple _index(list headers, frozenset wanted)
 
 @cython.locals(tokens=set, value=bytes, token=bytes)
@@ -52,11 +53,11 @@ cpdef bytes forward_request_head(RequestHead head, bytes host, str client_ip, by
                connection=list)
 cpdef analyse_response(ResponseHead head)
 
-@cython.locals(drop=frozenset, out=list, name=bytes, value=bytes, lname=bytes, status_line=bytes,
-               i=Py_ssize_t, n=Py_ssize_t, headers=list, lnames=list, pair=tuple)
 cpdef bytes response_framing(bytes method, int status, object content_length,
                              str client_version)
 
+@cython.locals(drop=frozenset, out=list, name=bytes, value=bytes, lname=bytes, status_line=bytes,
+               i=Py_ssize_t, n=Py_ssize_t, headers=list, lnames=list, pair=tuple)
 cpdef bytes client_response_head(ResponseHead head, bytes framing, bint keep_alive,
                                  str client_version, tuple extra=*)
 

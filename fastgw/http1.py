@@ -133,11 +133,23 @@ class RequestHead:
         return self.path(), ("" if q < 0 else url[q + 1:].decode("latin-1"))
 
 
+# Header names as peers send them, lower-cased once: the same few dozen names come with every
+# request and response, and a dict lookup costs less than bytes.lower() and hashing its result.
+# Bounded (names seen after it fills are lowered each time): a client cannot grow it.
+_LOWER: dict[bytes, bytes] = {}
+_LOWER_MAX = 512
+
+
 def _index(headers: list, wanted: frozenset) -> tuple[list[bytes], dict[bytes, list[bytes]]]:
     lnames = []
     fields: dict[bytes, list[bytes]] = {}
+    lower = _LOWER
     for name, value in headers:
-        lname = name.lower()
+        lname = lower.get(name)
+        if lname is None:
+            lname = name.lower()
+            if len(lower) < _LOWER_MAX:
+                lower[name] = lname
         lnames.append(lname)
         if lname in wanted:
             values = fields.get(lname)

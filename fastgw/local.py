@@ -23,7 +23,7 @@ class LocalAnswer(Exchange):
 
     def __init__(self, client: ClientSide, head: http1.RequestHead | None, status: int,
                  body: str = "", *, headers: tuple = (), keep: bool = True, route=None):
-        Exchange.__init__(self, head, route, None)
+        self.begin(head, route, None)
         self.client = client
         self.status = status
         self.body = body

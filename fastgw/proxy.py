@@ -112,7 +112,7 @@ class HttpExchange(ProxiedExchange):
 
     def __init__(self, client: ClientSide, head: http1.RequestHead, route: Route,
                  backend: Backend, services: ExchangeServices):
-        ProxiedExchange.__init__(self, head, route, backend)
+        self.begin(head, route, backend)
         self.client = client
         self.services = services
         self.state = WAITING
