@@ -150,6 +150,7 @@ def serve(path: str, log_level: str = "info", log_format: str | None = None) -> 
     else:
         for warning in cfg.warnings:
             print(warning, file=sys.stderr)
+        _raise_descriptor_limit(cfg.gateway.max_connections)  # workers inherit it
     if cfg.gateway.workers > 1 and not os.environ.get("FASTGW_WORKER"):
         from fastgw.supervisor import Supervisor
         return Supervisor(path, cfg.gateway.workers, log_level,
@@ -163,6 +164,21 @@ def serve(path: str, log_level: str = "info", log_format: str | None = None) -> 
         return EXIT_RUNTIME
     except KeyboardInterrupt:  # pragma: no cover - a second Ctrl-C during shutdown
         return EXIT_OK
+
+
+def _raise_descriptor_limit(configured: int) -> None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit and say what it allows (capacity.py)."""
+    from fastgw import capacity
+    soft, hard = capacity.raise_nofile()
+    sessions = capacity.sessions(soft)
+    limit = capacity.max_connections(configured, soft)
+    log.event(log.INFO, "capacity", open_files=soft, hard_limit=hard, sessions=sessions,
+              max_connections=limit)
+    if sessions < 1000 or (configured and sessions < configured):
+        log.event(log.WARNING, "low_capacity", sessions=sessions, open_files=soft,
+                  hard_limit=hard, max_connections=limit,
+                  hint="raise the hard limit (ulimit -Hn, systemd LimitNOFILE=, docker --ulimit "
+                       "nofile=): each WebSocket session holds two descriptors")
 
 
 def _exit_with_parent() -> None:

@@ -63,6 +63,7 @@ class GatewayConfig:
     shutdown_timeout: float = 10.0  # fastgw: graceful stop deadline for in-flight work
     close_timeout: float = 5.0  # fastgw: WebSocket close handshake deadline
     upstream_keepalive: int = 32  # fastgw: idle keep-alive connections kept per backend server
+    max_connections: int = 0  # client connections per process; 0 = derived from RLIMIT_NOFILE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -519,6 +520,7 @@ class _Parser:
             shutdown_timeout=t.duration("shutdown_timeout", 10.0, 0.0),
             close_timeout=t.duration("close_timeout", 5.0, 0.1, 600.0),
             upstream_keepalive=t.int("upstream_keepalive", 32, 0, 100000),
+            max_connections=t.int("max_connections", 0, 0, 10_000_000),
         )
         t.finish()
         return result

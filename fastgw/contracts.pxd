@@ -75,4 +75,5 @@ cdef class ExchangeServices:
     cpdef waf_verdict(self, object verdict)
     cpdef tuple upstream_tls(self, Backend backend)
     cpdef endpoint_failed(self, Endpoint endpoint, str reason)
+    cpdef gateway_shortage(self, str reason)
     cpdef Histo latency_histo(self, Backend backend)

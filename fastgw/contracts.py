@@ -268,6 +268,11 @@ class ExchangeServices:
         """A connect to the server failed: passive health (counts like a failed probe)."""
         raise NotImplementedError
 
+    def gateway_shortage(self, reason: str) -> None:
+        """A backend connect failed for the gateway's own lack of descriptors or memory
+        (`reason`: the errno's name): counted and logged, never against the server."""
+        raise NotImplementedError
+
     def latency_histo(self, backend: Backend) -> Histo:
         """The response-time histogram of the backend's pool."""
         raise NotImplementedError

@@ -11,7 +11,11 @@ cdef class Dispatcher(ConnectionHost):
     cdef public object sweeper
     cdef public set connections
     cdef public bint stopping
+    cdef public Py_ssize_t limit
+    cdef public bint accepting
+    cdef public object control
 
+    cpdef admit(self, object client)
     cpdef Exchange start_exchange(self, ClientSide client, RequestHead head)
     cpdef bint connection_opened(self, object client)
     cpdef connection_closed(self, object client)

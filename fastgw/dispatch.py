@@ -9,11 +9,14 @@
   (what follows such a request may be WebSocket frames).
 * `connection_opened` / `connection_closed`: the set of open client connections, whose deadlines
   the Sweeper checks; once the gateway stops, new connections are refused.
+* `admit`: a connection was just accepted. At `limit` open connections (`[gateway]
+  max_connections`) it tells its `AcceptControl` to stop accepting, and to resume once one
+  has closed: new clients wait in the listen backlog meanwhile.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from fastgw import handshake, log
 from fastgw.backends import Backend
@@ -30,12 +33,21 @@ from fastgw.wsproxy import WebSocketExchange
 NOT_FOUND = "404 Not Found\nno rule matches this request\n"
 
 
+class AcceptControl(Protocol):
+    """Who accepts client connections (the gateway's listeners)."""
+
+    def pause_accepting(self) -> None: ...
+
+    def resume_accepting(self) -> None: ...
+
+
 class Dispatcher(ConnectionHost):
     __slots__ = ("config", "router", "backends", "services", "recorder", "sweeper",
-                 "connections", "stopping")
+                 "connections", "stopping", "limit", "accepting", "control")
 
     def __init__(self, config: Config, router: Router, backends: dict[tuple[str, str], Backend],
-                 services: ExchangeServices, recorder: Recorder, sweeper: Sweeper) -> None:
+                 services: ExchangeServices, recorder: Recorder, sweeper: Sweeper,
+                 limit: int, control: AcceptControl) -> None:
         self.config = config
         self.router = router
         self.backends = backends
@@ -44,6 +56,9 @@ class Dispatcher(ConnectionHost):
         self.sweeper = sweeper
         self.connections: set = set()
         self.stopping = False
+        self.limit = limit  # open client connections at most (max_connections)
+        self.accepting = True
+        self.control = control
 
     def configure(self, config: Config, router: Router,
                   backends: dict[tuple[str, str], Backend]) -> None:
@@ -89,6 +104,14 @@ class Dispatcher(ConnectionHost):
         return LocalAnswer(client, head, route.rule.status, f"Redirecting to {location}\n",
                            headers=(("Location", location),), route=route, keep=keep)
 
+    def admit(self, client: Any) -> None:
+        """A connection was accepted (its transport is being made)."""
+        connections = self.connections
+        connections.add(client)
+        if len(connections) >= self.limit and self.accepting:
+            self.accepting = False
+            self.control.pause_accepting()
+
     def connection_opened(self, client: Any) -> bool:
         if self.stopping:
             return False
@@ -97,5 +120,9 @@ class Dispatcher(ConnectionHost):
         return True
 
     def connection_closed(self, client: Any) -> None:
-        self.connections.discard(client)
+        connections = self.connections
+        connections.discard(client)
         self.sweeper.discard(client)
+        if not self.accepting and len(connections) < self.limit and not self.stopping:
+            self.accepting = True
+            self.control.resume_accepting()

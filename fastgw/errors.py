@@ -13,6 +13,13 @@ error into bytes on the wire can also log it and count it by side.
 
 from __future__ import annotations
 
+import errno
+
+# OSError numbers that are the gateway's own shortage, never a peer's fault (DESIGN.md section
+# 4): out of descriptors (per process, system-wide) or of kernel memory for sockets. By name.
+SHORTAGES = {errno.EMFILE: "EMFILE", errno.ENFILE: "ENFILE", errno.ENOBUFS: "ENOBUFS",
+             errno.ENOMEM: "ENOMEM"}
+
 
 class FastgwError(Exception):
     """Base class of every error fastgw raises on purpose."""

@@ -24,7 +24,8 @@ import functools
 import gc
 import signal
 
-from fastgw import admin, log, preflight
+from fastgw import admin, capacity, log, preflight
+from fastgw.acceptor import Acceptor
 from fastgw.backends import DRAINING, Backend, Endpoint
 from fastgw.closepolicy import Ending
 from fastgw.config import Config
@@ -81,7 +82,7 @@ class Gateway:
         self.loop = asyncio.get_running_loop()
         self.config = config
         self.presockets = sockets or {}  # (bind, port) -> socket bound by a supervisor
-        self.servers: dict[tuple[str, int], asyncio.AbstractServer] = {}
+        self.acceptors: dict[tuple[str, int], Acceptor] = {}
         self.admin_server: asyncio.AbstractServer | None = None
         self.draining: dict[Endpoint, asyncio.TimerHandle | None] = {}
         self.stopped = asyncio.Event()
@@ -92,8 +93,11 @@ class Gateway:
         self.services = Services(config, self.stats, self.loop)
         self.access_log = self._access_log(config.gateway.access_log)
         self.recorder = GatewayRecorder(self.stats, self.access_log, self.router, self.loop.time)
+        soft, _ = capacity.nofile()
         self.dispatcher = Dispatcher(config, self.router, self.backends, self.services,
-                                     self.recorder, self.sweeper)
+                                     self.recorder, self.sweeper,
+                                     capacity.max_connections(config.gateway.max_connections, soft),
+                                     self)
         self.health = HealthChecker(self.services)
         self.metrics = Metrics(self.stats, self)
 
@@ -110,6 +114,10 @@ class Gateway:
     @property
     def stopping(self) -> bool:
         return self.dispatcher.stopping
+
+    @property
+    def connection_limit(self) -> int:
+        return self.dispatcher.limit
 
     def servers_by_backend(self) -> list[tuple[Backend, list[Endpoint]]]:
         return [(backend, backend.endpoints + [ep for ep in self.draining if ep.backend is backend])
@@ -136,27 +144,41 @@ class Gateway:
     async def _open_listeners(self) -> None:
         reuse_port = self.config.gateway.workers > 1
         for key in self.router.socket_keys():
-            if key in self.servers:
+            if key in self.acceptors:
                 continue
             bind, port = key
             tls = next(x.protocol for x in self.config.listeners
                        if (x.bind, x.port) == key) == "https"
             sock = self.presockets.get(key) or bind_socket(bind, port, reuse_port=reuse_port)
-            ssl_ctx = self.services.listener_tls(key) if tls else None
-            # ClientConnection is an asyncio protocol by its methods: compiled, it is an extension
-            # type, which cannot derive from asyncio.BaseProtocol.
-            server = await self.loop.create_server(
-                functools.partial(self._connection, key, tls),  # type: ignore[arg-type]
-                sock=sock, ssl=ssl_ctx, backlog=2048)
-            self.servers[key] = server
+            acceptor = Acceptor(self.loop, sock, functools.partial(self._connection, key, tls),
+                                self.dispatcher.connection_closed,
+                                self.services.listener_tls(key) if tls else None,
+                                f"{bind}:{port}", self.stats)
+            if self.dispatcher.accepting:
+                acceptor.start()
+            self.acceptors[key] = acceptor
             log.event(log.INFO, "listening", address=f"{bind}:{port}",
                       protocol="https" if tls else "http",
                       listeners=[x.name for x in self.config.listeners if (x.bind, x.port) == key])
 
     def _connection(self, key: tuple[str, int], tls: bool) -> ClientConnection:
         # The limits of the configuration current when the connection is accepted.
-        return ClientConnection(self.dispatcher, self.recorder, self.config.gateway, self.loop,
+        conn = ClientConnection(self.dispatcher, self.recorder, self.config.gateway, self.loop,
                                 key, tls)
+        self.dispatcher.admit(conn)
+        return conn
+
+    # -- dispatch.AcceptControl: max_connections -------------------------------------------
+
+    def pause_accepting(self) -> None:
+        for acceptor in self.acceptors.values():
+            acceptor.pause()
+        log.event(log.WARNING, "max_connections_reached", limit=self.dispatcher.limit)
+
+    def resume_accepting(self) -> None:
+        for acceptor in self.acceptors.values():
+            acceptor.resume()
+        log.event(log.INFO, "accepting_again", connections=len(self.connections))
 
     async def stop(self) -> None:
         """Graceful shutdown: see the module docstring."""
@@ -164,8 +186,8 @@ class Gateway:
             await self.stopped.wait()
             return
         self.dispatcher.stopping = True
-        for server in self.servers.values():
-            server.close()
+        for acceptor in self.acceptors.values():
+            acceptor.close()
         self.health.stop()
         gw = self.config.gateway
         longest_drain = 0.0
@@ -212,6 +234,8 @@ class Gateway:
         self.router = Router(new)
         self.backends, removed = build_backends(new, self.backends)
         self.dispatcher.configure(new, self.router, self.backends)
+        self.dispatcher.limit = capacity.max_connections(new.gateway.max_connections,
+                                                         capacity.nofile()[0])
         self.recorder.router = self.router
         for endpoint in removed:
             self.drain(endpoint)
@@ -219,9 +243,9 @@ class Gateway:
         self.services.configure(new)
         self._reopen_access_log(new.gateway.access_log)
         for key in old_keys - set(self.router.socket_keys()):
-            server = self.servers.pop(key, None)
-            if server is not None:
-                server.close()
+            acceptor = self.acceptors.pop(key, None)
+            if acceptor is not None:
+                acceptor.close()
         await self._open_listeners()
         log.event(log.INFO, "reloaded", config=new.source, removed_servers=[e.name for e in removed])
 

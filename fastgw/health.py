@@ -29,11 +29,12 @@ import httptools
 
 from fastgw.backends import HEALTHY, Backend, Endpoint
 from fastgw.config import ProbeConfig
-from fastgw.errors import FrameError
+from fastgw.errors import SHORTAGES, FrameError
 from fastgw.frames import FrameScanner, build_close
 from fastgw.handshake import accept_key
 
 MAX_BODY = 64 * 1024  # match_body looks at most this far into a probe response
+
 
 
 class ProbeServices(Protocol):
@@ -45,12 +46,16 @@ class ProbeServices(Protocol):
     def probe_done(self, endpoint: Endpoint, ok: bool) -> None:
         """Count one probe result."""
 
+    def gateway_shortage(self, reason: str) -> None:
+        """A probe could not run for the gateway's own lack of descriptors."""
+
 
 @dataclass(slots=True)
 class ProbeResult:
     ok: bool
     reason: str
     status: int | None = None
+    shortage: str = ""  # errno name: the gateway lacked descriptors or memory (not the server)
 
 
 class _Response:
@@ -85,7 +90,8 @@ async def run_probe(probe: ProbeConfig, endpoint: Endpoint, ssl_context=None,
     except asyncio.TimeoutError:
         return ProbeResult(False, f"timeout after {probe.timeout:g}s")
     except (OSError, EOFError) as exc:
-        return ProbeResult(False, f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}")
+        return ProbeResult(False, f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}",
+                           shortage=SHORTAGES.get(getattr(exc, "errno", None) or 0, ""))
     except Exception as exc:  # TLS errors and anything a broken server provokes
         return ProbeResult(False, f"{type(exc).__name__}: {exc}")
 
@@ -202,8 +208,11 @@ class HealthChecker:
             started = time.monotonic()
             ssl_context, sni = self.services.probe_tls(endpoint.backend, probe)
             result = await run_probe(probe, endpoint, ssl_context, sni)
-            self.services.probe_done(endpoint, result.ok)
-            endpoint.probed(result.ok, result.reason, time.time())
+            if result.shortage:  # the gateway's own shortage is not the server's (DESIGN.md 4)
+                self.services.gateway_shortage(result.shortage)
+            else:
+                self.services.probe_done(endpoint, result.ok)
+                endpoint.probed(result.ok, result.reason, time.time())
             await asyncio.sleep(max(0.0, probe.interval - (time.monotonic() - started)))
 
 

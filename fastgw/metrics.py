@@ -39,6 +39,10 @@ class MetricsSource(Protocol):
     def connections(self) -> Sized:
         """The open client connections."""
 
+    @property
+    def connection_limit(self) -> int:
+        """`[gateway] max_connections` as in force."""
+
     def servers_by_backend(self) -> list[tuple[Any, list[Any]]]:
         """Each backends.Backend with its endpoints, those draining out of it included."""
 
@@ -66,6 +70,13 @@ class Metrics:
                                    "Time from sending a request to a backend to its response head",
                                    ["pool"], buckets=LATENCY_BUCKETS, **reg)
         self.m_connections = Gauge("fastgw_connections", "Open client connections", **live, **reg)
+        self.m_connection_limit = Gauge("fastgw_connections_limit", "Client connections accepted "
+                                        "at most ([gateway] max_connections)", **live, **reg)
+        self.m_accept_errors = Counter("fastgw_accept_errors", "Times accepting paused for lack of "
+                                       "descriptors or socket memory, by errno", ["error"], **reg)
+        self.m_connect_errors = Counter("fastgw_gateway_connect_errors", "Backend connects the "
+                                        "gateway could not make for its own shortage (answered "
+                                        "503), by errno", ["error"], **reg)
         self.m_sessions_open = Gauge("fastgw_websocket_sessions_open", "Open WebSocket sessions",
                                      **live, **reg)
         self.m_sessions = Counter("fastgw_websocket_sessions", "WebSocket sessions started",
@@ -139,6 +150,10 @@ class Metrics:
             self._add(self.m_closes, labels, ("close",) + labels, n)
         for labels, n in list(s.probes.items()):
             self._add(self.m_probes, labels, ("probe",) + labels, n)
+        for labels, n in list(s.accept_errors.items()):
+            self._add(self.m_accept_errors, labels, ("accepterr",) + labels, n)
+        for labels, n in list(s.connect_errors.items()):
+            self._add(self.m_connect_errors, labels, ("connecterr",) + labels, n)
         for labels, n in list(s.log_errors.items()):
             self._add(self.m_log_errors, labels, ("logerr",) + labels, n)
         for labels, n in list(s.log_dropped.items()):
@@ -159,6 +174,7 @@ class Metrics:
             self._add_histo(self.m_latency.labels(pool), ("lat", pool), histo)
         self._add_histo(self.m_duration, ("dur",), s.durations)
         self.m_connections.set(len(source.connections))
+        self.m_connection_limit.set(source.connection_limit)
         self.m_sessions_open.set(len(source.sessions))
         counts = Tally()
         for backend, endpoints in source.servers_by_backend():

@@ -39,7 +39,7 @@ from httptools import HttpParserError, HttpParserUpgrade
 
 from fastgw import affinity, http1, log
 from fastgw.contracts import ClientSide, ExchangeServices, ProxiedExchange
-from fastgw.errors import UpstreamError
+from fastgw.errors import SHORTAGES, UpstreamError
 
 # Names used on every request, imported as such: a compiled module reaches a global faster than
 # an attribute of another module.
@@ -242,6 +242,15 @@ class HttpExchange(ProxiedExchange):
         except OSError as exc:
             self.connect_task = None
             if self.state != CONNECTING:
+                return
+            shortage = SHORTAGES.get(exc.errno or 0)
+            if shortage is not None:
+                # The gateway's own shortage, not the server's fault (DESIGN.md section 4): 503,
+                # and nothing counted against the server.
+                services.gateway_shortage(shortage)
+                self.fail(UpstreamError(503, "gateway out of file descriptors"
+                                        if shortage in ("EMFILE", "ENFILE") else
+                                        "gateway out of memory for sockets"))
                 return
             endpoint.failures += 1
             services.endpoint_failed(endpoint, f"connect: {exc.strerror or exc}")

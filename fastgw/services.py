@@ -19,7 +19,7 @@ from fastgw.stats import Histo, Stats
 
 
 class Services(ExchangeServices):
-    __slots__ = ("config", "stats", "loop", "wafs", "firewall_log", "tls")
+    __slots__ = ("config", "stats", "loop", "wafs", "firewall_log", "tls", "shortage_logged")
 
     def __init__(self, config: Config, stats: Stats, loop: Any) -> None:
         self.config = config
@@ -28,6 +28,7 @@ class Services(ExchangeServices):
         self.wafs: dict = {}  # WafConfig -> fastgw.waf.Waf, one per distinct policy in use
         self.firewall_log: LogFile | None = None
         self.tls: Any = None  # fastgw.tls.TlsManager, built on first use
+        self.shortage_logged = 0.0  # loop time of the last gateway_shortage warning
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -118,6 +119,15 @@ class Services(ExchangeServices):
         log.event(log.WARNING, "server_failed", pool=endpoint.backend.pool.name,
                   settings=endpoint.backend.settings.name, server=endpoint.name, cause=reason)
         endpoint.failed(reason)
+
+    def gateway_shortage(self, reason: str) -> None:
+        self.stats.connect_errors[(reason,)] += 1
+        now = self.loop.time()
+        if now - self.shortage_logged >= 1.0:  # one warning a second at most
+            self.shortage_logged = now
+            log.event(log.WARNING, "gateway_out_of_descriptors" if reason in ("EMFILE", "ENFILE")
+                      else "gateway_out_of_socket_memory", error=reason,
+                      total=sum(self.stats.connect_errors.values()))
 
     def probe_done(self, endpoint: Endpoint, ok: bool) -> None:
         backend = endpoint.backend

@@ -58,7 +58,7 @@ class Stats:
 
     __slots__ = ("requests", "upgrades", "sessions", "closes", "probes", "waf",
                  "frames_closed", "bytes_closed", "latency", "durations", "log_errors",
-                 "log_dropped")
+                 "log_dropped", "accept_errors", "connect_errors")
 
     def __init__(self) -> None:
         self.requests = Tally()  # (listener, rule, pool, class)
@@ -74,6 +74,8 @@ class Stats:
         self.durations = Histo(DURATION_BUCKETS)
         self.log_errors = Tally()  # (log, errno name): failed writes of the access/firewall log
         self.log_dropped = Tally()  # (log,): lines dropped after failed writes
+        self.accept_errors = Tally()  # (errno name,): accepting paused for lack of descriptors
+        self.connect_errors = Tally()  # (errno name,): backend connects the gateway could not make
 
     def latency_histo(self, pool: str) -> Histo:
         """The upstream response-time histogram of a pool (a Backend keeps it at hand)."""

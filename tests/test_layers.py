@@ -32,8 +32,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
              "_frames_py"),
     "state": ("backends", "timeouts", "stats"),
     "io": ("contracts", "upstream", "local", "proxy", "relay", "wsproxy", "downstream",
-           "dispatch", "recorder", "services", "logfile", "listener", "tls", "health", "waf",
-           "metrics", "preflight"),
+           "dispatch", "recorder", "services", "logfile", "acceptor", "capacity", "listener",
+           "tls", "health", "waf", "metrics", "preflight"),
     "orchestration": ("gateway", "admin", "supervisor"),
     "entry": ("cli", "demo", "__main__"),
 }

@@ -1,0 +1,17 @@
+# Pure-Python-mode declarations for Cython (fastgw/native.py): accept() runs once per connection.
+
+cimport cython
+from fastgw.stats cimport Stats
+
+cdef class Acceptor:
+    cdef public object loop, sock, family, factory, failed, ssl, name
+    cdef public Stats stats
+    cdef public bint reading, paused
+    cdef public double exhausted_until, warned_at
+    cdef public bint closed
+
+    cdef _update(self)
+    @cython.locals(made=list)
+    cpdef _ready(self)
+    cpdef _make(self, list made)
+    cpdef _failed(self, list made)

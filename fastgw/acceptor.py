@@ -1,0 +1,160 @@
+"""Accepting client connections on a listening socket, with a say in when not to.
+
+uvloop's own servers accept whatever arrives, and on EMFILE/ENFILE libuv accepts and closes the
+pending connection (its "EMFILE trick": the client sees a reset) and uvloop then closes the
+listening handle for good: the gateway silently stops accepting. So fastgw accepts itself: the
+loop tells it the listening socket is readable, it calls accept() (a batch per wake-up), and each
+accepted socket becomes a uvloop transport with `loop.connect_accepted_socket` (TLS included).
+
+- **pause()/resume()**: the gateway stops accepting at `[gateway] max_connections`; new clients
+  then wait in the kernel's listen backlog (nobody is accepted and then reset), and accepting
+  resumes when a connection closes.
+- **Descriptors run out (EMFILE, ENFILE) or kernel memory does (ENOBUFS, ENOMEM)**: accepting
+  pauses for EXHAUSTED_PAUSE seconds and then resumes by itself; no busy loop. Each occurrence is
+  counted (stats.Stats.accept_errors); a warning is logged at most once a second.
+
+`connect_accepted_socket` is a coroutine; it is driven here without a Task (`drive`): it runs
+to the point where it waits for connection_made (or the TLS handshake), and one done-callback on
+that future finishes it. A Task per connection would cost more than the rest of the accept.
+"""
+
+from __future__ import annotations
+
+import _socket
+import errno
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from functools import partial
+from typing import Any
+
+from fastgw import log
+from fastgw.errors import SHORTAGES
+from fastgw.stats import Stats
+
+# accept() calls per readable event. One: the readiness is level-triggered, so a connection still
+# queued wakes the loop again, and a second accept() would mostly fail with EAGAIN, whose
+# exception costs as much as a quarter of what accepting costs.
+BATCH = 1
+EXHAUSTED_PAUSE = 0.25  # seconds without accepting after EMFILE/ENFILE/ENOBUFS/ENOMEM
+# The connection went away between the kernel's queue and accept(): try the next one.
+_GONE = (errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR)
+
+
+def drive(coro: Coroutine[Any, Any, Any], failed: Callable[[], None]) -> None:
+    """Run a coroutine that only awaits futures, without a Task (see the module docstring);
+    `failed()` if it raises."""
+    try:
+        waiter = coro.send(None)
+    except StopIteration:
+        return
+    except Exception:  # the connection failed (a TLS handshake): uvloop closed it already
+        failed()
+        return
+    waiter.add_done_callback(lambda _: drive(coro, failed))
+
+
+class Acceptor:
+    __slots__ = ("loop", "sock", "family", "factory", "failed", "ssl", "name", "stats", "reading",
+                 "paused", "exhausted_until", "warned_at", "closed")
+
+    def __init__(self, loop: Any, sock: socket.socket, factory: Callable[[], Any],
+                 failed: Callable[[Any], None], ssl: Any, name: str, stats: Stats):
+        """`factory()` makes the protocol of an accepted connection; `failed(protocol)` is told
+        when that connection ended before the protocol was connected (a TLS handshake that
+        failed): it will never see connection_made or connection_lost."""
+        self.loop = loop
+        self.sock = sock
+        self.family = sock.family
+        self.factory = factory
+        self.failed = failed
+        self.ssl = ssl
+        self.name = name  # "address:port", for the log
+        self.stats = stats
+        self.reading = False
+        self.paused = False  # by the gateway: max_connections
+        self.exhausted_until = 0.0  # loop time: descriptors (or memory) ran out
+        self.warned_at = 0.0
+        self.closed = False
+        sock.setblocking(False)
+
+    def start(self) -> None:
+        self._update()
+
+    def pause(self) -> None:
+        self.paused = True
+        self._update()
+
+    def resume(self) -> None:
+        self.paused = False
+        self._update()
+
+    def close(self) -> None:
+        """Stop accepting and close the listening socket (stop, reload without the port)."""
+        self.closed = True
+        self._update()
+        self.sock.close()
+
+    def _update(self) -> None:
+        want = not self.closed and not self.paused and self.loop.time() >= self.exhausted_until
+        if want and not self.reading:
+            self.loop.add_reader(self.sock.fileno(), self._ready)
+            self.reading = True
+        elif not want and self.reading:
+            self.loop.remove_reader(self.sock.fileno())
+            self.reading = False
+
+    def _retry(self) -> None:
+        self.exhausted_until = 0.0
+        self._update()
+
+    def _ready(self) -> None:
+        for _ in range(BATCH):
+            if not self.reading:
+                return  # paused by the connection just accepted
+            try:
+                # The C-level accept: (fd, address), without socket.py's Python wrapper.
+                fd, _ = self.sock._accept()  # type: ignore[attr-defined]
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in _GONE:
+                    continue
+                if exc.errno in SHORTAGES:
+                    self._exhausted(exc)
+                    return
+                raise
+            conn = _socket.socket(self.family, socket.SOCK_STREAM, 0, fd)
+            made: list = []  # the protocol, once factory() has made it
+            try:
+                coro = self.loop.connect_accepted_socket(partial(self._make, made), conn,
+                                                         ssl=self.ssl)
+                drive(coro, partial(self._failed, made))
+            except Exception as exc:  # e.g. uvloop could not make a transport of it
+                conn.close()
+                self._failed(made)
+                log.event(log.WARNING, "accept_failed", listener=self.name, error=repr(exc))
+
+    def _make(self, made: list) -> Any:
+        protocol = self.factory()
+        made.append(protocol)
+        return protocol
+
+    def _failed(self, made: list) -> None:
+        if made:
+            self.failed(made[0])
+
+    def _exhausted(self, exc: OSError) -> None:
+        """Out of descriptors (or kernel memory): wait in the backlog, try again shortly."""
+        reason = SHORTAGES[exc.errno or 0]
+        self.stats.accept_errors[(reason,)] += 1
+        self.exhausted_until = self.loop.time() + EXHAUSTED_PAUSE
+        self._update()
+        self.loop.call_later(EXHAUSTED_PAUSE, self._retry)
+        now = time.monotonic()
+        if now - self.warned_at >= 1.0:
+            self.warned_at = now
+            log.event(log.WARNING, "accept_paused", listener=self.name, error=reason,
+                      cause="the gateway is out of file descriptors" if reason in ("EMFILE", "ENFILE")
+                      else "the kernel is out of memory for sockets", pause_seconds=EXHAUSTED_PAUSE,
+                      total=sum(self.stats.accept_errors.values()))
