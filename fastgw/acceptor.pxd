@@ -9,9 +9,10 @@ cdef class Acceptor:
     cdef public bint reading, paused
     cdef public double exhausted_until, warned_at
     cdef public bint closed
+    cdef public Py_ssize_t batch
 
     cdef _update(self)
-    @cython.locals(made=list)
+    @cython.locals(made=list, batch=Py_ssize_t)
     cpdef _ready(self)
     cpdef _make(self, list made)
     cpdef _failed(self, list made)

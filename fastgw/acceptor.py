@@ -32,10 +32,12 @@ from fastgw import log
 from fastgw.errors import SHORTAGES
 from fastgw.stats import Stats
 
-# accept() calls per readable event. One: the readiness is level-triggered, so a connection still
-# queued wakes the loop again, and a second accept() would mostly fail with EAGAIN, whose
-# exception costs as much as a quarter of what accepting costs.
-BATCH = 1
+# accept() calls per readable event, adapted between 1 and MAX_BATCH: an accept() that finds the
+# queue empty fails with EAGAIN, whose exception costs a quarter of what accepting costs, so one
+# at a time while connections come one by one (readiness is level-triggered: one still queued
+# wakes the loop again); doubling while every call finds one (a reconnection storm); halving
+# when one finds none.
+MAX_BATCH = 64
 EXHAUSTED_PAUSE = 0.25  # seconds without accepting after EMFILE/ENFILE/ENOBUFS/ENOMEM
 # The connection went away between the kernel's queue and accept(): try the next one.
 _GONE = (errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR)
@@ -56,7 +58,7 @@ def drive(coro: Coroutine[Any, Any, Any], failed: Callable[[], None]) -> None:
 
 class Acceptor:
     __slots__ = ("loop", "sock", "family", "factory", "failed", "ssl", "name", "stats", "reading",
-                 "paused", "exhausted_until", "warned_at", "closed")
+                 "paused", "exhausted_until", "warned_at", "closed", "batch")
 
     def __init__(self, loop: Any, sock: socket.socket, factory: Callable[[], Any],
                  failed: Callable[[Any], None], ssl: Any, name: str, stats: Stats):
@@ -76,6 +78,7 @@ class Acceptor:
         self.exhausted_until = 0.0  # loop time: descriptors (or memory) ran out
         self.warned_at = 0.0
         self.closed = False
+        self.batch = 1  # accept() calls per readable event (see MAX_BATCH)
         sock.setblocking(False)
 
     def start(self) -> None:
@@ -109,13 +112,16 @@ class Acceptor:
         self._update()
 
     def _ready(self) -> None:
-        for _ in range(BATCH):
+        batch = self.batch
+        for _ in range(batch):
             if not self.reading:
                 return  # paused by the connection just accepted
             try:
                 # The C-level accept: (fd, address), without socket.py's Python wrapper.
                 fd, _ = self.sock._accept()  # type: ignore[attr-defined]
             except BlockingIOError:
+                if batch > 1:
+                    self.batch = batch // 2
                 return
             except OSError as exc:
                 if exc.errno in _GONE:
@@ -134,6 +140,8 @@ class Acceptor:
                 conn.close()
                 self._failed(made)
                 log.event(log.WARNING, "accept_failed", listener=self.name, error=repr(exc))
+        if batch < MAX_BATCH:
+            self.batch = batch * 2  # every call found a connection: more are probably queued
 
     def _make(self, made: list) -> Any:
         protocol = self.factory()

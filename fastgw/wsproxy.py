@@ -108,6 +108,13 @@ class WebSocketExchange(HttpExchange):
         client.upgraded(self, session)
         session.start(b"".join(self.early), backend_early)
         self.early = []
+        # The session keeps this exchange for its identity (route, backend, request id, URL)
+        # for as long as it lives: drop the heads' header lists, which it does not need.
+        request = self.head
+        request.headers = []
+        request.lnames = []
+        request.fields = {}
+        self.switching = None
         if log.enabled(log.DEBUG):
             log.event(log.DEBUG, "websocket_open", rule=self.route.rule.name,
                       server=conn.endpoint.name, protocol=agreement.protocol,

@@ -58,7 +58,7 @@ class SoakProxy:
 
     def argv(self, ctx: ProxyContext, fastgw: str, nofile: int) -> list[str]:
         if self.name == "fastgw":
-            return _fastgw_argv(ctx, fastgw)
+            return _fastgw_argv(ctx, fastgw, session_budget(nofile))
         return _nginx_argv(ctx, nofile)
 
 
@@ -73,11 +73,13 @@ def _sub(pattern: str, repl: str, text: str) -> str:
 FASTGW_CHECK_PATIENCE = 180.0   # s: how long a failing `fastgw check` is retried
 
 
-def _fastgw_argv(ctx: ProxyContext, exe: str) -> list[str]:
+def _fastgw_argv(ctx: ProxyContext, exe: str, sessions: int) -> list[str]:
     """e2e's fastgw config with one worker and a request_timeout of 600 s, so that idle sessions
-    are not cut during the run.  `fastgw check` is retried for FASTGW_CHECK_PATIENCE: the
+    are not cut during the run, and max_connections at the run's session count (fastgw's own
+    default keeps a larger reserve than FD_RESERVE: 9,868 sessions with 20,000 descriptors).  `fastgw check` is retried for FASTGW_CHECK_PATIENCE: the
     editable install may be in the middle of a rebuild or of an edit of its sources."""
-    text = _sub(r"^workers = .*$", "workers = 1", fastgw_config(ctx))
+    text = _sub(r"^workers = .*$", f"workers = 1\nmax_connections = {sessions}",
+                fastgw_config(ctx))
     text = _sub(r"^request_timeout = .*$", "request_timeout = 600", text)
     conf = ctx.workdir / "fastgw.toml"
     conf.write_text(text)
