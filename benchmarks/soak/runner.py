@@ -76,8 +76,9 @@ FASTGW_CHECK_PATIENCE = 180.0   # s: how long a failing `fastgw check` is retrie
 def _fastgw_argv(ctx: ProxyContext, exe: str, sessions: int) -> list[str]:
     """e2e's fastgw config with one worker and a request_timeout of 600 s, so that idle sessions
     are not cut during the run, and max_connections at the run's session count (fastgw's own
-    default keeps a larger reserve than FD_RESERVE: 9,868 sessions with 20,000 descriptors).  `fastgw check` is retried for FASTGW_CHECK_PATIENCE: the
-    editable install may be in the middle of a rebuild or of an edit of its sources."""
+    default keeps a larger reserve than FD_RESERVE: 9,868 sessions with 20,000 descriptors).
+    `fastgw check` is retried for FASTGW_CHECK_PATIENCE: the editable install may be in the
+    middle of a rebuild or of an edit of its sources."""
     text = _sub(r"^workers = .*$", f"workers = 1\nmax_connections = {sessions}",
                 fastgw_config(ctx))
     text = _sub(r"^request_timeout = .*$", "request_timeout = 600", text)
