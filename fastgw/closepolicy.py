@@ -13,6 +13,7 @@ open a Close frame with a real code, and only then closes TCP. The table (relay.
     VIOLATION client   its code (1002/1007/1009), cut     1001 "client <reason>"
     VIOLATION backend  1014 "backend <reason>"            its code (1002/1007), cut
       ... a frame or message over the limits (1009) from the backend: 1001 to the client
+    UNRESPONSIVE side  the live leg: 1001 "peer unresponsive"; the dead leg: TCP cut, no frame
 
 A Close the peers exchange themselves is relayed untouched (code and reason) and is not decided
 here. "cut" means the TCP connection is closed right after the Close frame, without waiting for
@@ -40,13 +41,14 @@ class Ending(enum.IntEnum):
     DRAINED = 2  # the session's server left its pool (reload), after connection_draining
     LOST = 3  # one leg's TCP connection ended without a Close
     VIOLATION = 4  # one leg broke RFC 6455 or a configured limit
+    UNRESPONSIVE = 5  # one leg did not answer the gateway's Ping within ping_timeout
 
 
 class Action(NamedTuple):
-    """What the gateway does to one leg: send Close `code`/`reason`, then `cut` the TCP
-    connection at once instead of waiting for the close handshake."""
+    """What the gateway does to one leg: send Close `code`/`reason` (None: no frame), then
+    `cut` the TCP connection at once instead of waiting for the close handshake."""
 
-    code: int
+    code: int | None
     reason: str
     cut: bool = False
 
@@ -77,4 +79,9 @@ def plan(ending: Ending, side: int = CLIENT, code: int = 0, reason: str = ""
         else:
             peer = Action(BAD_GATEWAY, f"backend {reason}")
         return (offender, peer) if side == CLIENT else (peer, offender)
+    if ending == Ending.UNRESPONSIVE:
+        # A peer that answers nothing cannot take part in a close handshake (section 7.1.7).
+        dead = Action(None, "", cut=True)
+        live = Action(GOING_AWAY, "peer unresponsive")
+        return (dead, live) if side == CLIENT else (live, dead)
     raise ValueError(f"unknown ending {ending!r}")

@@ -109,6 +109,8 @@ class SettingsConfig:
     trusted_root_certificate: str = ""  # absolute path, or "" for the system roots
     max_message_size: int = 0
     max_frame_size: int = 0
+    ping_interval: float = 0.0  # dead-peer detection: Ping a leg silent this long; 0 = off
+    ping_timeout: float = 10.0  # no Pong by then: the session ends (1001 to the live leg)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -645,6 +647,8 @@ class _Parser:
             trusted_root_certificate=self.path(trusted) if trusted else "",
             max_message_size=t.int("max_message_size", 0, 0, 1 << 62),
             max_frame_size=t.int("max_frame_size", 0, 0, 1 << 62),
+            ping_interval=t.duration("ping_interval", 0.0, 0.0),
+            ping_timeout=t.duration("ping_timeout", 10.0, 0.1),
         )
         t.finish()
         return result if name else None

@@ -17,3 +17,6 @@ cdef class WebSocketSession:
     cdef public object close_code, close_reason, closed_by
     cdef public double started, duration
     cdef public bint ended
+    cdef public double ping_interval, ping_timeout
+    cdef public list ping_sent, pongs_due
+    cdef public Py_ssize_t ping_count

@@ -26,14 +26,29 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from fastgw import log
-from fastgw.closepolicy import BACKEND, CLIENT, SIDES, Ending, plan
+from fastgw.closepolicy import BACKEND, CLIENT, GOING_AWAY, SIDES, Ending, plan
 from fastgw.contracts import ClientSide, Recorder
 from fastgw.errors import FrameError
-from fastgw.frames import EV_CONTROL, OP_CLOSE, FrameScanner, Pump, apply_mask, build_close, parse_close
+from fastgw.frames import (
+    EV_CONTROL,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    FrameScanner,
+    Pump,
+    apply_mask,
+    build_close,
+    build_frame,
+    parse_close,
+)
 from fastgw.timeouts import NEVER
 
 if TYPE_CHECKING:  # pragma: no cover
     from fastgw.upstream import UpstreamConnection
+
+
+# Seconds before a Ping that had to wait for the end of a frame is tried again.
+PING_RETRY = 0.2
 
 
 class SessionState(enum.IntEnum):
@@ -49,7 +64,7 @@ class WebSocketSession:
     __slots__ = ("client", "exchange", "recorder", "loop", "endpoint", "route", "idle_timeout",
                  "close_timeout", "pumps", "transports", "state", "sent_close", "got_close",
                  "open", "close_code", "close_reason", "closed_by", "started", "duration",
-                 "ended")
+                 "ended", "ping_interval", "ping_timeout", "ping_sent", "pongs_due", "ping_count")
 
     def __init__(self, client: ClientSide, upstream: UpstreamConnection, exchange: Any,
                  deflate: bool, recorder: Recorder, close_timeout: float):
@@ -62,6 +77,13 @@ class WebSocketSession:
         settings = exchange.backend.settings
         self.idle_timeout = settings.request_timeout
         self.close_timeout = close_timeout
+        self.ping_interval: float = settings.ping_interval  # 0: no dead-peer detection
+        self.ping_timeout: float = settings.ping_timeout
+        # Per leg: when the gateway's unanswered Ping went into it (0.0: none), and the payloads
+        # of its Pings whose Pongs are still to be swallowed.
+        self.ping_sent = [0.0, 0.0]
+        self.pongs_due: list[list[bytes]] = [[], []]
+        self.ping_count = 0
         limits = {"max_frame_size": settings.max_frame_size,
                   "max_message_size": settings.max_message_size, "allow_rsv1": deflate}
         # pumps[CLIENT] reads the client and writes to the backend; pumps[BACKEND] the reverse.
@@ -97,7 +119,9 @@ class WebSocketSession:
         backend_t.resume_reading()
         # Our deadlines live in the client connection's deadline_at (timeouts.Sweeper), which
         # calls on_deadline() below through ClientConnection.on_deadline.
-        self.client.deadline_at = self.loop.time() + self.idle_timeout
+        first = min(self.idle_timeout, self.ping_interval) if self.ping_interval > 0 \
+            else self.idle_timeout
+        self.client.deadline_at = self.loop.time() + first
         self.recorder.session_started(self)
 
     # -- the pumps' callbacks ----------------------------------------------------------------
@@ -129,7 +153,39 @@ class WebSocketSession:
                 self.sent_close[1 - leg] = True  # relayed with this chunk
             self._enter_closing()
             self.loop.call_soon(self._reap)
+        if self.pongs_due[leg] and self._swallow_pongs(pump, leg, data, consumed):
+            return 0  # forwarded around the gateway's Pongs already
         return consumed
+
+    def _swallow_pongs(self, pump: Any, leg: int, data: memoryview, consumed: int) -> bool:
+        """Forward data[:consumed] except the Pongs that answer the gateway's own Pings (they
+        are the gateway's; every other Ping and Pong passes). False: none here, nothing done."""
+        skip = []
+        for event in pump.scanner.events:
+            if event[0] != EV_CONTROL or event[1] != OP_PONG:
+                continue
+            _, _, offset, length, mask = event
+            payload = bytes(data[offset:offset + length])
+            if mask is not None:
+                unmasked = bytearray(payload)
+                apply_mask(unmasked, mask)
+                payload = bytes(unmasked)
+            if payload in self.pongs_due[leg]:
+                self.pongs_due[leg].remove(payload)
+                self.ping_sent[leg] = 0.0
+                skip.append((offset - (6 if mask is not None else 2), offset + length))
+        if not skip:
+            return False
+        sink = pump.sink
+        if pump.forwarding and sink is not None and not sink.is_closing():
+            start = 0
+            for begin, end in skip:
+                if begin > start:
+                    sink.write(bytes(data[start:begin]))
+                start = end
+            if consumed > start:
+                sink.write(bytes(data[start:consumed]))
+        return True
 
     def on_frame_error(self, pump: Any, exc: FrameError, data: memoryview) -> None:
         leg = CLIENT if pump is self.pumps[CLIENT] else BACKEND
@@ -171,7 +227,7 @@ class WebSocketSession:
             action = actions[leg]
             if action is None or not self.open[leg]:
                 continue
-            if not self.sent_close[leg]:
+            if action.code is not None and not self.sent_close[leg]:
                 self._gateway_close(leg, action.code, action.reason)
             if action.cut and self.open[leg]:
                 self._close_leg(leg)
@@ -218,18 +274,76 @@ class WebSocketSession:
         if self.state == OPEN:
             # Reads do not move the deadline (that would cost a call per read); it is checked
             # against the pumps' last read times when it comes.
-            last = max(self.pumps[CLIENT].last_read, self.pumps[BACKEND].last_read)
-            idle = time.monotonic() - last
-            if idle < self.idle_timeout:
-                self.client.deadline_at = self.loop.time() + self.idle_timeout - idle
+            now = time.monotonic()
+            idle = now - max(self.pumps[CLIENT].last_read, self.pumps[BACKEND].last_read)
+            if idle >= self.idle_timeout:
+                log.event(log.INFO, "websocket_idle_timeout", timeout=self.idle_timeout,
+                          **self._ids())
+                self.end(Ending.IDLE)
                 return
-            log.event(log.INFO, "websocket_idle_timeout", timeout=self.idle_timeout, **self._ids())
-            self.end(Ending.IDLE)
+            wait = self.idle_timeout - idle
+            if self.ping_interval > 0:
+                wait = min(wait, self._check_peers(now))
+                if self.state != OPEN:
+                    return
+            self.client.deadline_at = self.loop.time() + wait
         elif self.state == CLOSING:
             # The peers had close_timeout to answer; cut what is left.
             for leg in (CLIENT, BACKEND):
                 if self.open[leg]:
                     self._close_leg(leg, abort=True)
+
+    # -- dead-peer detection (settings' ping_interval, ping_timeout) -------------------------
+
+    def _check_peers(self, now: float) -> float:
+        """Ping each leg silent for ping_interval; end the session when one leaves the gateway's
+        Ping unanswered (and says nothing else) for ping_timeout. Seconds until the next look."""
+        wait = self.ping_interval
+        for leg in (CLIENT, BACKEND):
+            heard = self.pumps[leg].last_read
+            sent = self.ping_sent[leg]
+            if sent > 0:
+                if heard > sent:  # it spoke since: alive (its Pong is swallowed if it comes)
+                    self.ping_sent[leg] = 0.0
+                elif now - sent >= self.ping_timeout:
+                    self._unresponsive(leg)
+                    return wait
+                else:
+                    wait = min(wait, sent + self.ping_timeout - now)
+                    continue
+            silent = now - heard
+            if silent < self.ping_interval:
+                wait = min(wait, self.ping_interval - silent)
+            elif self._ping(leg, now):
+                wait = min(wait, self.ping_timeout)
+            else:
+                wait = min(wait, PING_RETRY)  # mid-frame: the Ping waits for the frame's end
+        return wait
+
+    def _ping(self, leg: int, now: float) -> bool:
+        """Send the gateway's Ping into `leg`, between two frames of what flows into it (never
+        inside one; between fragments of a message is allowed, RFC 6455 section 5.4)."""
+        transport = self.transports[leg]
+        if not self.pumps[1 - leg].scanner.at_boundary or transport.is_closing():
+            return False
+        self.ping_count += 1
+        payload = b"fastgw-ping-%d" % self.ping_count
+        due = self.pongs_due[leg]
+        due.append(payload)
+        if len(due) > 4:  # a peer that answers none of them is ended long before
+            del due[0]
+        # Frames from the gateway to a server are masked, as a client's must be (section 5.3).
+        transport.write(build_frame(OP_PING, payload, mask=(leg == BACKEND)))
+        self.ping_sent[leg] = now
+        return True
+
+    def _unresponsive(self, leg: int) -> None:
+        log.event(log.INFO, "websocket_peer_unresponsive", side=SIDES[leg],
+                  timeout=self.ping_timeout, **self._ids())
+        self.closed_by, self.close_code = "gateway", GOING_AWAY
+        self.close_reason = f"{SIDES[leg]} unresponsive"  # the session-end record says who
+        self._close_leg(leg, abort=True)  # nothing can be sent to it or flushed
+        self._end_with(Ending.UNRESPONSIVE, leg)
 
     @staticmethod
     def _forward(pump: Any, data: memoryview, n: int) -> None:
