@@ -6,7 +6,7 @@ from libc.stdint cimport uint8_t, uint64_t
 
 cdef enum:
     TAIL_CAP = 144          # longest held-back tail: an incomplete control frame (< 6 + 125 bytes)
-    ARENA_SIZE = 262144     # the shared receive arena (256 KiB)
+    ARENA_SIZE = 65536      # the shared receive arena (64 KiB; see _frames.pyx on arenas)
     ARENA_HEAD = 256        # room in front of the read window for a pump's held tail
     SPARE_MAX = 4           # retired arenas kept for reuse once no transport holds them
 

@@ -664,6 +664,11 @@ cdef double monotonic() except? -1.0:
 # peer pins at most one arena per sink; its write buffer's high-water mark (pause_writing) bounds
 # the rest.
 #
+# So ARENA_SIZE is the memory a stalled consumer can cost beyond its write buffer: 64 KiB keeps a
+# stalled session at ~111 KiB of RSS (benchmarks/soak: 1,000 stalled clients; 233 KiB with 256
+# KiB arenas). Larger reads would save system calls on large messages: relaying 1 MiB messages
+# measured 5.2x nginx per CPU-second with 256 KiB arenas, 4.4x with 64 KiB.
+#
 # One pool per thread: two loops in two threads must not read into the same memory (uvloop
 # releases the GIL around the read).
 

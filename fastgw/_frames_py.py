@@ -106,7 +106,7 @@ R_CLOSE_UTF8 = "close reason is not valid UTF-8"
 
 _MAX_CONTROL_PAYLOAD = 125  # section 5.5
 _TAIL_CAP = 144  # the longest held-back tail: an incomplete control frame, < 6 + 125 bytes
-_ARENA_SIZE = 256 * 1024
+_ARENA_SIZE = 64 * 1024
 _ARENA_HEAD = 256  # room in front of the read window for a pump's held tail (>= _TAIL_CAP)
 
 
