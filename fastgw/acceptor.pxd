@@ -10,6 +10,7 @@ cdef class Acceptor:
     cdef public double exhausted_until, warned_at
     cdef public bint closed
     cdef public Py_ssize_t batch
+    cdef public double handshake_timeout
 
     cdef _update(self)
     @cython.locals(made=list, batch=Py_ssize_t)

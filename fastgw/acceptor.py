@@ -24,6 +24,7 @@ import _socket
 import errno
 import socket
 import time
+from asyncio import CancelledError
 from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any
@@ -50,18 +51,19 @@ def drive(coro: Coroutine[Any, Any, Any], failed: Callable[[], None]) -> None:
         waiter = coro.send(None)
     except StopIteration:
         return
-    except Exception:  # the connection failed (a TLS handshake): uvloop closed it already
-        failed()
+    except (Exception, CancelledError):  # the connection failed (a TLS handshake): uvloop
+        failed()  # closed it already
         return
     waiter.add_done_callback(lambda _: drive(coro, failed))
 
 
 class Acceptor:
     __slots__ = ("loop", "sock", "family", "factory", "failed", "ssl", "name", "stats", "reading",
-                 "paused", "exhausted_until", "warned_at", "closed", "batch")
+                 "paused", "exhausted_until", "warned_at", "closed", "batch", "handshake_timeout")
 
     def __init__(self, loop: Any, sock: socket.socket, factory: Callable[[], Any],
-                 failed: Callable[[Any], None], ssl: Any, name: str, stats: Stats):
+                 failed: Callable[[Any], None], ssl: Any, name: str, stats: Stats,
+                 handshake_timeout: float = 10.0):
         """`factory()` makes the protocol of an accepted connection; `failed(protocol)` is told
         when that connection ended before the protocol was connected (a TLS handshake that
         failed): it will never see connection_made or connection_lost."""
@@ -70,6 +72,8 @@ class Acceptor:
         self.family = sock.family
         self.factory = factory
         self.failed = failed
+        # A TLS handshake counts against max_connections: it must end (header_timeout).
+        self.handshake_timeout = handshake_timeout
         self.ssl = ssl
         self.name = name  # "address:port", for the log
         self.stats = stats
@@ -133,8 +137,12 @@ class Acceptor:
             conn = _socket.socket(self.family, socket.SOCK_STREAM, 0, fd)
             made: list = []  # the protocol, once factory() has made it
             try:
-                coro = self.loop.connect_accepted_socket(partial(self._make, made), conn,
-                                                         ssl=self.ssl)
+                if self.ssl is None:
+                    coro = self.loop.connect_accepted_socket(partial(self._make, made), conn)
+                else:
+                    coro = self.loop.connect_accepted_socket(
+                        partial(self._make, made), conn, ssl=self.ssl,
+                        ssl_handshake_timeout=self.handshake_timeout)
                 drive(coro, partial(self._failed, made))
             except Exception as exc:  # e.g. uvloop could not make a transport of it
                 conn.close()

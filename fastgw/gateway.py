@@ -153,7 +153,7 @@ class Gateway:
             acceptor = Acceptor(self.loop, sock, functools.partial(self._connection, key, tls),
                                 self.dispatcher.connection_closed,
                                 self.services.listener_tls(key) if tls else None,
-                                f"{bind}:{port}", self.stats)
+                                f"{bind}:{port}", self.stats, self.config.gateway.header_timeout)
             if self.dispatcher.accepting:
                 acceptor.start()
             self.acceptors[key] = acceptor
@@ -211,6 +211,7 @@ class Gateway:
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
+        await asyncio.sleep(0)  # their connection_lost (and 499 records) before the logs close
         for backend in self.backends.values():
             for ep in backend.endpoints:
                 ep.close_idle()
@@ -234,8 +235,12 @@ class Gateway:
         self.router = Router(new)
         self.backends, removed = build_backends(new, self.backends)
         self.dispatcher.configure(new, self.router, self.backends)
-        self.dispatcher.limit = capacity.max_connections(new.gateway.max_connections,
-                                                         capacity.nofile()[0])
+        dispatcher = self.dispatcher
+        dispatcher.limit = capacity.max_connections(new.gateway.max_connections,
+                                                    capacity.nofile()[0])
+        if not dispatcher.accepting and len(dispatcher.connections) < dispatcher.limit:
+            dispatcher.accepting = True  # a raised limit lets the waiting clients in now
+            self.resume_accepting()
         self.recorder.router = self.router
         for endpoint in removed:
             self.drain(endpoint)

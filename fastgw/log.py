@@ -11,11 +11,11 @@ cloud application gateway's field names: accesslog.py) or `firewall` (one per WA
 waf.py). `time` is UTC with milliseconds. With the text format (`--log-format text`, the default
 when stderr is a terminal) each record is one human-readable line instead.
 
-`event(level, name, **fields)` is the only way fastgw modules log events. Event records go
-through a queue to a writer thread (logging's QueueHandler/QueueListener): they are rare, and a
-stderr that a supervisor reads slowly must never stall the event loop. The access and firewall
-logs are written in batches from the loop itself (logfile.py); both writers share one lock on
-stderr (`write_stderr`), so that their lines never interleave mid-line.
+`event(level, name, **fields)` is the only way fastgw modules log events. A stderr that a
+supervisor or a container runtime reads slowly must never stall the event loop, so whatever goes
+to stderr (event records, and the access and firewall logs' batches when their destination is
+"-", logfile.py) is handed to one writer thread (`write_stderr`): one handoff per event, or per
+batch of access records, never per access record; one writer, so lines never interleave.
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ LEVEL_NAMES = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "error"}
 
 FORMATS = ("json", "text")
 _text = False  # the text format is in use (setup)
-_stderr_lock = threading.Lock()
+_STOP = object()
+_stderr_queue: queue.SimpleQueue | None = None  # the writer thread's, once setup() started it
+_stderr_thread: threading.Thread | None = None
 
 def timestamp(t: float | None = None) -> str:
     """The `time` of a record (accesslog.timestamp, compiled; imported when first needed, so
@@ -87,14 +89,38 @@ def json_to_text(line: str) -> str:
 
 
 def write_stderr(text: str) -> None:
-    """Write whole lines to stderr under the lock every stderr writer of fastgw takes."""
-    with _stderr_lock:
-        stream = sys.stderr
-        try:
-            stream.write(text)
-            stream.flush()
-        except (OSError, ValueError):  # a closed or broken stderr: nothing to tell it to
-            pass
+    """Write whole lines to stderr: through the writer thread once setup() started it (the
+    caller never waits for the pipe), in place before that (the CLI's own messages, tests)."""
+    q = _stderr_queue
+    if q is None:
+        _write_now(text)
+    else:
+        q.put(text)
+
+
+def _write_now(text: str) -> None:
+    stream = sys.stderr
+    try:
+        stream.write(text)
+        stream.flush()
+    except (OSError, ValueError):  # a closed or broken stderr: nothing to tell it to
+        pass
+
+
+def _stderr_writer(q: queue.SimpleQueue) -> None:
+    while True:
+        item = q.get()
+        parts = []
+        while item is not _STOP:
+            parts.append(item)
+            try:  # what else is waiting goes out in the same write
+                item = q.get_nowait()
+            except queue.Empty:
+                break
+        if parts:
+            _write_now("".join(parts))
+        if item is _STOP:
+            return
 
 
 class _EventFormatter(logging.Formatter):
@@ -124,8 +150,13 @@ _listener: logging.handlers.QueueListener | None = None
 def setup(level: int = INFO, fmt: str | None = None) -> None:
     """Send fastgw's event records to stderr, through a writer thread; idempotent. `fmt`:
     "json" or "text"; None chooses text when stderr is a terminal."""
-    global _listener, _text
+    global _listener, _text, _stderr_queue, _stderr_thread
     _text = (fmt == "text") if fmt is not None else _is_terminal()
+    if _stderr_thread is None:
+        _stderr_queue = queue.SimpleQueue()
+        _stderr_thread = threading.Thread(target=_stderr_writer, args=(_stderr_queue,),
+                                          name="fastgw-stderr", daemon=True)
+        _stderr_thread.start()
     for handler in list(logger.handlers):
         if getattr(handler, "_fastgw", False):
             logger.removeHandler(handler)
@@ -151,11 +182,16 @@ def _is_terminal() -> bool:
 
 
 def flush() -> None:
-    """Write out every queued event record (at exit)."""
-    global _listener
+    """Write out every queued record (at exit)."""
+    global _listener, _stderr_queue, _stderr_thread
     if _listener is not None:
         _listener.stop()
         _listener = None
+    if _stderr_thread is not None and _stderr_queue is not None:
+        _stderr_queue.put(_STOP)
+        _stderr_thread.join(5)
+        _stderr_thread = None
+        _stderr_queue = None
 
 
 atexit.register(flush)

@@ -1,11 +1,12 @@
 """A log destination written in batches from the event loop: the access log and the firewall log.
 
-Destination: "-" (stderr) or a file path (opened for append; reopened on SIGHUP so that
-logrotate works). Lines are kept in memory and written together, as nginx's `access_log ...
+Destination: "-" (stderr, through log.py's writer thread: a pipe read slowly must not stall
+the loop) or a file path (opened for append; reopened on SIGHUP so that logrotate works). Lines
+are kept in memory and written together, as nginx's `access_log ...
 buffer=64k flush=1s` does: when BUFFER_BYTES have gathered, or FLUSH_SECONDS after the first
 line of a batch, whichever comes first, and on reopen, stop and exit. One write system call per
-batch, on the loop's own thread: no writer thread, no queue, no GIL handoff per line (on a core
-shared with the loop, every handoff to a thread is a context switch).
+batch to a file, on the loop's own thread: no writer thread, no queue, no GIL handoff per line
+(on a core shared with the loop, every handoff to a thread is a context switch).
 
 A write that fails (a full disk, a file system gone read-only, an I/O error) never stops the
 gateway and never blocks it: the lines are kept, up to RETAIN_BYTES (the oldest are dropped
@@ -86,12 +87,14 @@ class LogFile:
             self.size = 0
             log.write_stderr(data)
             return
-        payload = data.encode("utf-8", "replace")
+        payload = whole = data.encode("utf-8", "replace")
         try:
             while payload:
                 payload = payload[os.write(self.fd, payload):]
         except OSError as exc:
-            self._failed(exc, payload)
+            done = len(whole) - len(payload)
+            # A write that stopped inside a line: the rest of that line alone is no record.
+            self._failed(exc, payload, done > 0 and whole[done - 1] != 0x0A)
             return
         self.lines = []
         self.size = 0
@@ -101,7 +104,7 @@ class LogFile:
                       destination=self.destination, dropped_lines=self.dropped)
             self.dropped = 0
 
-    def _failed(self, exc: OSError, unwritten: bytes) -> None:
+    def _failed(self, exc: OSError, unwritten: bytes, mid_line: bool) -> None:
         """Keep what was not written (bounded), count, log the episode once, retry later."""
         self.stats.log_errors[(self.name, errno.errorcode.get(exc.errno or 0, "other"))] += 1
         if not self.failing:
@@ -111,6 +114,10 @@ class LogFile:
         # What was not written is the tail of the batch: keep its whole lines.
         text = unwritten.decode("utf-8", "replace")
         self.lines = [line for line in text.split("\n") if line]
+        if mid_line and self.lines:
+            del self.lines[0]
+            self.dropped += 1
+            self.stats.log_dropped[(self.name,)] += 1
         self.size = sum(len(line) + 1 for line in self.lines)
         self._trim()
         if self.lines:

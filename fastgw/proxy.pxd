@@ -10,7 +10,7 @@ cdef class HttpExchange(ProxiedExchange):
     cdef public ClientSide client
     cdef public ExchangeServices services
     cdef public int state
-    cdef public UpstreamConnection conn
+    cdef public UpstreamConnection conn, releasing
     cdef public object parser
     cdef public list body
     cdef public Py_ssize_t body_bytes
@@ -56,3 +56,4 @@ cdef class HttpExchange(ProxiedExchange):
     cdef bint _close_delimited(self)
     cdef _release_endpoint(self)
     cdef _finish(self)
+    cdef _settle(self, bint stray)

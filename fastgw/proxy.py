@@ -112,6 +112,7 @@ class HttpExchange(ProxiedExchange):
     __slots__ = ("client", "services", "state", "conn", "parser", "body", "body_bytes",
                  "resp_headers", "framing", "tried", "retry_ok", "upstream_started",
                  "received_bytes", "connect_task", "client_paused_by_us", "response_head",
+                 "releasing",
                  "last_error", "affinity", "waf", "out", "request_timeout", "cookie_affinity",
                  "read_at")
 
@@ -146,6 +147,7 @@ class HttpExchange(ProxiedExchange):
         self.read_at = 0.0  # loop time of the backend's latest read
         self.received_bytes = 0
         self.connect_task: Coroutine[Any, Any, None] | None = None
+        self.releasing: UpstreamConnection | None = None  # released once the read is parsed
         self.client_paused_by_us = False
 
     # -- driving the request ---------------------------------------------------------------
@@ -367,15 +369,37 @@ class HttpExchange(ProxiedExchange):
         client = self.client
         self.read_at = now = client.clock()  # this read's time, for the callbacks it causes
         client.deadline_at = now + self.request_timeout
+        stray = False
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade:
             # A 101 to a plain request (we never asked for one): refuse it.
-            self.fail(UpstreamError(502, "backend switched protocols on a plain request"))
+            stray = self.releasing is not None
+            if not stray:
+                self.fail(UpstreamError(502, "backend switched protocols on a plain request"))
         except HttpParserError as exc:
-            self.fail(UpstreamError(502, parser_failure("invalid response from backend", exc)))
+            # After the response ended, an error is about bytes the backend should not have
+            # sent (a body longer than its Content-Length): not this exchange's failure.
+            stray = self.releasing is not None
+            if not stray:
+                self.fail(UpstreamError(502, parser_failure("invalid response from backend", exc)))
         if self.out:
             self._flush()
+        if self.releasing is not None:
+            self._settle(stray)
+
+    def _settle(self, stray: bool) -> None:
+        """The response ended during the read just parsed: the connection goes back to the
+        pool only now, after the whole read (bytes after the response would otherwise reach the
+        next request through the pooled parser), and only if nothing followed the response."""
+        conn = self.releasing
+        self.releasing = None
+        if conn is None:
+            return
+        if stray or conn.transport is None or conn.transport.is_closing():
+            conn.close()
+        else:
+            conn.release(self.client.upstream_keepalive, self.read_at)
 
     def _flush(self) -> None:
         """Everything one backend read produced for the client goes out in one write (writev):
@@ -442,7 +466,10 @@ class HttpExchange(ProxiedExchange):
             if (head is not None and self.request_done and head.keep_alive and framing != CLOSE
                     and (head.content_length is not None or head.chunked or framing == NONE)
                     and self.parser.should_keep_alive()):
-                conn.release(client.upstream_keepalive, self.read_at)
+                # Back to the pool once the read is parsed (_settle); until then its parser's
+                # callbacks have no exchange, and any of them drops the connection.
+                conn.exchange = None
+                self.releasing = conn
             else:
                 conn.close()
         self._release_endpoint()
@@ -458,6 +485,7 @@ class HttpExchange(ProxiedExchange):
     def upstream_eof(self) -> None:
         if self.state == RESPONDING and self._close_delimited():
             self.response_complete()
+            self._settle(True)
 
     def upstream_lost(self, exc: Exception | None) -> None:
         if self.state == DONE:
@@ -466,6 +494,7 @@ class HttpExchange(ProxiedExchange):
         if self.state == RESPONDING:
             if self._close_delimited():
                 self.response_complete()
+                self._settle(True)
                 return
             self._release_endpoint()
             if self.out:

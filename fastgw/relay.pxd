@@ -18,5 +18,5 @@ cdef class WebSocketSession:
     cdef public double started, duration
     cdef public bint ended
     cdef public double ping_interval, ping_timeout
-    cdef public list ping_sent, pongs_due
+    cdef public list ping_sent, pongs_due, stalled_since, stalled_size
     cdef public Py_ssize_t ping_count

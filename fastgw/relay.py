@@ -64,7 +64,8 @@ class WebSocketSession:
     __slots__ = ("client", "exchange", "recorder", "loop", "endpoint", "route", "idle_timeout",
                  "close_timeout", "pumps", "transports", "state", "sent_close", "got_close",
                  "open", "close_code", "close_reason", "closed_by", "started", "duration",
-                 "ended", "ping_interval", "ping_timeout", "ping_sent", "pongs_due", "ping_count")
+                 "ended", "ping_interval", "ping_timeout", "ping_sent", "pongs_due", "ping_count",
+                 "stalled_since", "stalled_size")
 
     def __init__(self, client: ClientSide, upstream: UpstreamConnection, exchange: Any,
                  deflate: bool, recorder: Recorder, close_timeout: float):
@@ -84,6 +85,10 @@ class WebSocketSession:
         self.ping_sent = [0.0, 0.0]
         self.pongs_due: list[list[bytes]] = [[], []]
         self.ping_count = 0
+        # Per leg, while a Ping waits for a frame's end: since when its write buffer has not
+        # shrunk (0.0: it is not stalled), and its size then.
+        self.stalled_since = [0.0, 0.0]
+        self.stalled_size = [0, 0]
         limits = {"max_frame_size": settings.max_frame_size,
                   "max_message_size": settings.max_message_size, "allow_rsv1": deflate}
         # pumps[CLIENT] reads the client and writes to the backend; pumps[BACKEND] the reverse.
@@ -315,9 +320,22 @@ class WebSocketSession:
             if silent < self.ping_interval:
                 wait = min(wait, self.ping_interval - silent)
             elif self._ping(leg, now):
+                self.stalled_since[leg] = 0.0
                 wait = min(wait, self.ping_timeout)
             else:
-                wait = min(wait, PING_RETRY)  # mid-frame: the Ping waits for the frame's end
+                # Mid-frame: the Ping waits for the frame's end. A peer that meanwhile takes
+                # nothing of what is queued for it (a stream paused mid-frame into a vanished
+                # host) for ping_timeout is as unresponsive as one that leaves a Ping unanswered.
+                size = self.transports[leg].get_write_buffer_size()
+                if size == 0:
+                    self.stalled_since[leg] = 0.0
+                elif self.stalled_since[leg] == 0.0 or size < self.stalled_size[leg]:
+                    self.stalled_since[leg] = now  # stalled from now, or it took some: again
+                    self.stalled_size[leg] = size
+                elif now - self.stalled_since[leg] >= self.ping_timeout:
+                    self._unresponsive(leg)
+                    return wait
+                wait = min(wait, PING_RETRY)
         return wait
 
     def _ping(self, leg: int, now: float) -> bool:

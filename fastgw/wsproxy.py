@@ -69,6 +69,8 @@ class WebSocketExchange(HttpExchange):
             self._switch(data[exc.args[0]:])
         except httptools.HttpParserError as exc:
             self.fail(UpstreamError(502, parser_failure("invalid handshake response from backend", exc)))
+        # A refused handshake's connection is not kept: what follows such an answer is unknown.
+        self._settle(True)
 
     def response_head_complete(self) -> None:
         parser = self.parser

@@ -326,3 +326,32 @@ def test_expect_100_continue(backend, gateway_for):
             data += chunk
         assert data.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200")
         assert data.endswith(b"\r\n\r\nhello")
+
+
+def test_bytes_after_a_response_do_not_reach_the_next_request():
+    """A backend that sends more than its Content-Length: the extra bytes belong to no response;
+    the connection is dropped rather than pooled, and the next request gets its own answer."""
+    count = {"requests": 0}
+
+    async def handler(reader, writer):
+        while True:
+            await read_request_head(reader)
+            count["requests"] += 1
+            if count["requests"] == 1:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloXYZ")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    backend = RawBackend(handler)
+    port = free_port()
+    gw = GatewayThread(gateway_toml(port, [f"127.0.0.1:{backend.port}"]))
+    try:
+        for body in (b"hello", b"ok"):
+            data = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            [(status, _, got)] = parse_responses(data)
+            assert (status, got) == (200, body)
+            time.sleep(0.1)
+    finally:
+        gw.stop()
+        backend.stop()
