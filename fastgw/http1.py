@@ -44,10 +44,6 @@ def status_class_index(status: int) -> int:
     return status // 100 if 100 <= status <= 599 else 0
 
 
-def status_class(status: int) -> str:
-    return STATUS_CLASSES[status_class_index(status)]
-
-
 # Status lines, made once: "HTTP/1.1 200 OK\r\n".
 _STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, phrase.encode())
                  for status, phrase in REASONS.items()}

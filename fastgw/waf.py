@@ -96,9 +96,9 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from fastgw.accesslog import timestamp
 from fastgw.config import exclusion_problem
 from fastgw.errors import FastgwError
 
@@ -255,10 +255,8 @@ def firewall_log_records(verdict: Verdict) -> list[dict[str, Any]]:
     cloud gateway's firewall log names its fields; JSON-serialisable. [] for a clean request."""
     if verdict.clean:
         return []
-    when = datetime.fromtimestamp(verdict.timestamp, timezone.utc).isoformat(timespec="milliseconds")
-    when = when.replace("+00:00", "Z")
     common = {
-        "time": when,
+        "time": timestamp(verdict.timestamp),  # the log envelope's format (log.py)
         "clientIp": verdict.client_ip,
         "clientPort": verdict.client_port,
         "requestUri": verdict.uri,

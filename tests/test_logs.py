@@ -171,24 +171,20 @@ def test_a_full_disk_is_counted_logged_once_and_bounded(tmp_path, loop, monkeypa
 # -- the envelope, end to end -------------------------------------------------------------------
 
 
-def serve(tmp_path, *extra: str):
-    backend = AiohttpBackend("b")
-    port = free_port()
-    config = tmp_path / "gw.toml"
-    config.write_text(gateway_toml(port, [f"127.0.0.1:{backend.port}"],
-                                   gateway_extra='access_log = "-"'))
-    proc = start_cli("serve", str(config), *extra)
-    return backend, port, proc
-
-
 def traffic(port: int) -> None:
     for path in ("/a", "/b?x=%22quoted%22"):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
             r.read()
 
 
-def test_every_stderr_line_is_one_envelope(tmp_path):
-    backend, port, proc = serve(tmp_path)
+def serve_some_traffic(tmp_path, *extra: str) -> list[str]:
+    """`fastgw serve` with the access log on stderr, two requests, SIGTERM: its stderr lines."""
+    backend = AiohttpBackend("b")
+    port = free_port()
+    config = tmp_path / "gw.toml"
+    config.write_text(gateway_toml(port, [f"127.0.0.1:{backend.port}"],
+                                   gateway_extra='access_log = "-"'))
+    proc = start_cli("serve", str(config), *extra)
     try:
         wait_port(port, proc=proc)
         traffic(port)
@@ -196,7 +192,11 @@ def test_every_stderr_line_is_one_envelope(tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
         backend.stop()
-    lines = proc.stderr.read().splitlines()
+    return proc.stderr.read().splitlines()
+
+
+def test_every_stderr_line_is_one_envelope(tmp_path):
+    lines = serve_some_traffic(tmp_path)
     records = [json.loads(line) for line in lines]
     assert all(list(r)[:3] == ["time", "level", "log"] and TIME.match(r["time"]) for r in records)
     logs = {r["log"] for r in records}
@@ -207,15 +207,7 @@ def test_every_stderr_line_is_one_envelope(tmp_path):
 
 
 def test_text_format(tmp_path):
-    backend, port, proc = serve(tmp_path, "--log-format", "text")
-    try:
-        wait_port(port, proc=proc)
-        traffic(port)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(15)
-        backend.stop()
-    lines = proc.stderr.read().splitlines()
+    lines = serve_some_traffic(tmp_path, "--log-format", "text")
     assert lines and not any(line.startswith("{") for line in lines), lines
     access = [line for line in lines if " access " in line]
     assert len(access) == 2 and all(TIME.match(line.split()[0]) for line in access)
