@@ -16,6 +16,7 @@ cdef class Dispatcher(ConnectionHost):
     cdef public object control
 
     cpdef admit(self, object client)
+    @cython.locals(retry=Py_ssize_t)
     cpdef Exchange start_exchange(self, ClientSide client, RequestHead head)
     cpdef bint connection_opened(self, object client)
     cpdef connection_closed(self, object client)

@@ -9,6 +9,9 @@
   (what follows such a request may be WebSocket frames).
 * `connection_opened` / `connection_closed`: the set of open client connections, whose deadlines
   the Sweeper checks; once the gateway stops, new connections are refused.
+* Per-client limits (clientgate.py): a connection whose socket has a gate tells it when it
+  closes, and each of its requests and handshakes is first checked against requests_per_ip
+  (429 with Retry-After, RFC 6585 section 4).
 * `admit`: a connection was just accepted. At `limit` open connections (`[gateway]
   max_connections`) it tells its `AcceptControl` to stop accepting, and to resume once one
   has closed: new clients wait in the listen backlog meanwhile.
@@ -31,6 +34,7 @@ from fastgw.timeouts import Sweeper
 from fastgw.wsproxy import WebSocketExchange
 
 NOT_FOUND = "404 Not Found\nno rule matches this request\n"
+TOO_MANY = "429 Too Many Requests\nrequests_per_ip exceeded for this client\n"
 
 
 class AcceptControl(Protocol):
@@ -70,6 +74,12 @@ class Dispatcher(ConnectionHost):
     # -- contracts.ConnectionHost ----------------------------------------------------------
 
     def start_exchange(self, client: ClientSide, head: RequestHead) -> Exchange:
+        gate = client.gate
+        if gate is not None and gate.rate is not None:  # requests_per_ip
+            retry = gate.request_refusal(client.peer_ip, client.peer_port, head.url, head.host)
+            if retry:
+                return LocalAnswer(client, head, 429, TOO_MANY, headers=(("Retry-After", str(retry)),),
+                                   keep=not head.upgrade_requested())
         if head.upgrade_requested():
             return self._handshake(client, head)
         route = self.router.match(client.socket_key, head.host, head.path())
@@ -123,6 +133,9 @@ class Dispatcher(ConnectionHost):
         connections = self.connections
         connections.discard(client)
         self.sweeper.discard(client)
+        gate = client.gate
+        if gate is not None:  # max_connections_per_ip
+            gate.closed(client.peer_ip)
         if not self.accepting and len(connections) < self.limit and not self.stopping:
             self.accepting = True
             self.control.resume_accepting()
