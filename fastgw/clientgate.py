@@ -111,8 +111,8 @@ class ClientGate:
             self.counts.release(ip)
 
     def refuse(self, sock: socket.socket, reason: str, ip: str, detail: str) -> None:
-        sock.close()
         self.refused(reason, ip, detail)
+        sock.close()
 
     def refused(self, reason: str, ip: str, detail: str) -> None:
         self.stats.client_refusals[(reason,)] += 1
@@ -202,9 +202,9 @@ class HeaderRead:
 
     def fail(self, detail: str, quiet: bool = False) -> None:
         self._done()
-        self.sock.close()
         if not quiet:
             self.gate.refused("proxy_header", self.peer[0], detail)
+        self.sock.close()
 
     def _done(self) -> None:
         gate = self.gate

@@ -10,8 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastgw.clientlimits import ConnectionCounts, RequestRate
-from fastgw.proxyproto import (V2_SIGNATURE, ProxyHeader, ProxyHeaderError, parse, v1_header,
-                               v2_header)
+from fastgw.proxyproto import V2_SIGNATURE, ProxyHeader, ProxyHeaderError, parse, v1_header, v2_header
 
 V1_GOOD = [
     (b"PROXY TCP4 192.0.2.7 10.0.0.1 56324 443\r\n", ("192.0.2.7", 56324)),
