@@ -216,6 +216,25 @@ def test_requests_per_ip_counts_the_proxy_source(backend, tmp_path):
         gw.stop()
 
 
+def test_requests_per_ip_counts_handshakes_with_requests(backend, tmp_path):
+    gw = serve(backend, "requests_per_ip = 1", tmp_path)
+    try:
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
+            assert request(s)[0] == 200
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
+            s.sendall(b"GET /chat HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                      b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):  # the refused handshake's connection is closed
+                data += chunk
+        status, headers, _ = parse_responses(data)[0]
+        assert status == 429 and int(headers["retry-after"][0]) >= 1
+        assert len(backend.requests) == 1
+    finally:
+        gw.stop()
+
+
 def test_max_connections_per_ip(backend, tmp_path):
     gw = serve(backend, "max_connections_per_ip = 2", tmp_path)
     try:
