@@ -21,3 +21,4 @@ cdef class Dispatcher(ConnectionHost):
     cpdef connection_closed(self, object client)
     cdef Exchange _handshake(self, ClientSide client, RequestHead head)
     cdef Exchange _redirect(self, ClientSide client, RequestHead head, object route, bint keep)
+    cdef Exchange _rewritten(self, ClientSide client, RequestHead head, object route, object offer)

@@ -7,6 +7,10 @@
   a redirect rule, its redirect; otherwise an HttpExchange or WebSocketExchange to the rule's
   backend. The gateway's own answers to an upgrade request close the connection afterwards
   (what follows such a request may be WebSocket frames).
+* a route with a rewrite rule set (rewrite.py): the request's URL is rewritten here, before a
+  backend is chosen, and with `reroute` the new path is routed again (the new route's own set
+  is not applied: one set per request, no loops); its header edits wait for the exchange, which
+  makes them after the WAF has inspected the request as the client sent it.
 * `connection_opened` / `connection_closed`: the set of open client connections, whose deadlines
   the Sweeper checks; once the gateway stops, new connections are refused.
 * `admit`: a connection was just accepted. At `limit` open connections (`[gateway]
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from fastgw import handshake, log
+from fastgw import handshake, log, rewrite, tls
 from fastgw.backends import Backend
 from fastgw.config import Config
 from fastgw.contracts import ClientSide, ConnectionHost, Exchange, ExchangeServices, Recorder
@@ -77,6 +81,8 @@ class Dispatcher(ConnectionHost):
             return LocalAnswer(client, head, 404, NOT_FOUND)
         if route.is_redirect:
             return self._redirect(client, head, route, True)
+        if route.rewrite is not None:
+            return self._rewritten(client, head, route, None)
         backend = self.backends[route.backend_key]
         return HttpExchange(client, head, route, backend, self.services)
 
@@ -94,9 +100,40 @@ class Dispatcher(ConnectionHost):
             return LocalAnswer(client, head, 404, NOT_FOUND, keep=False)
         if route.is_redirect:
             return self._redirect(client, head, route, False)
+        if route.rewrite is not None:
+            return self._rewritten(client, head, route, offer)
         backend = self.backends[route.backend_key]
         return WebSocketExchange(client, head, route, backend, self.services, offer,
                                  self.recorder, self.config.gateway.close_timeout)
+
+    def _rewritten(self, client: ClientSide, head: RequestHead, route: Any,
+                   offer: handshake.Offer | None) -> Exchange:
+        """The exchange of a request whose route has a rewrite rule set (`offer`: a handshake's)."""
+        ruleset = route.rewrite
+        source = rewrite.Request(
+            ruleset, client.peer_ip, client.peer_port, client.socket_key[1],
+            client.proto == b"https", head.method, head.url, head.host, head.headers,
+            head.lnames, tls.peer_certificate(client.transport) if ruleset.needs_certificate
+            else None)
+        plan = rewrite.rewrite_request(source)
+        if plan is not None:
+            source.edits = plan.headers
+            if plan.url is not None:
+                head.url = plan.url
+                if plan.reroute:
+                    route = self.router.match(client.socket_key, head.host, head.path())
+                    if route is None:
+                        return LocalAnswer(client, head, 404, NOT_FOUND, keep=offer is None)
+                    if route.is_redirect:
+                        return self._redirect(client, head, route, offer is None)
+        backend = self.backends[route.backend_key]
+        if offer is None:
+            ex = HttpExchange(client, head, route, backend, self.services)
+        else:
+            ex = WebSocketExchange(client, head, route, backend, self.services, offer,
+                                   self.recorder, self.config.gateway.close_timeout)
+        ex.rewrite = source
+        return ex
 
     def _redirect(self, client: ClientSide, head: RequestHead, route: Any, keep: bool
                   ) -> Exchange:

@@ -27,6 +27,7 @@ cdef class HttpExchange(ProxiedExchange):
     cdef public list out
     cdef public double request_timeout
     cdef public bint cookie_affinity
+    cdef public object rewrite
 
     cpdef start(self)
     cpdef request_body(self, bytes data)
@@ -52,6 +53,7 @@ cdef class HttpExchange(ProxiedExchange):
     cdef _attach(self, UpstreamConnection conn)
     cdef bytes request_head(self)
     cdef tuple response_extra(self)
+    cdef edit_response_head(self, ResponseHead head)
     cdef _flush(self)
     cdef bint _close_delimited(self)
     cdef _release_endpoint(self)

@@ -56,6 +56,7 @@ from fastgw.http1 import (
     response_framing,
     response_version,
 )
+from fastgw.rewrite import apply_headers, rewrite_response
 from fastgw.upstream import IDLE_TIMEOUT, UpstreamConnection, connect
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -114,7 +115,7 @@ class HttpExchange(ProxiedExchange):
                  "received_bytes", "connect_task", "client_paused_by_us", "response_head",
                  "releasing",
                  "last_error", "affinity", "waf", "out", "request_timeout", "cookie_affinity",
-                 "read_at")
+                 "read_at", "rewrite")
 
     def __init__(self, client: ClientSide, head: http1.RequestHead, route: Route,
                  backend: Backend, services: ExchangeServices):
@@ -149,6 +150,8 @@ class HttpExchange(ProxiedExchange):
         self.connect_task: Coroutine[Any, Any, None] | None = None
         self.releasing: UpstreamConnection | None = None  # released once the read is parsed
         self.client_paused_by_us = False
+        # rewrite.Request when the route has a rewrite rule set (the dispatcher sets it).
+        self.rewrite: Any = None
 
     # -- driving the request ---------------------------------------------------------------
 
@@ -320,9 +323,21 @@ class HttpExchange(ProxiedExchange):
         head = self.head
         settings = self.backend.settings
         host = settings.host_name.encode("latin-1") if settings.host_name else head.host or b""
+        rewrite = self.rewrite
+        if rewrite is not None and rewrite.edits:
+            # Made here, after the WAF saw the request as the client sent it; once only, since
+            # a retry on another server sends this head again.
+            head.headers, head.lnames = apply_headers(head.headers, head.lnames, rewrite.edits)
+            rewrite.edits = ()
         extra = () if head.request_id is not None else ((b"X-Request-Id", self.request_id),)
         return forward_request_head(head, host, client.peer_ip, client.proto, client.port_bytes,
                                     self.upgrading, extra)
+
+    def edit_response_head(self, head: ResponseHead) -> None:
+        """The route's rewrite set applied to a response head from the backend."""
+        edits = rewrite_response(self.rewrite, head.headers, head.lnames)
+        if edits:
+            head.headers, head.lnames = apply_headers(head.headers, head.lnames, edits)
 
     def response_extra(self) -> tuple:
         """Set-Cookie headers when this response pins (or re-pins) the client to a server."""
@@ -435,6 +450,8 @@ class HttpExchange(ProxiedExchange):
             self.keep_client = False
         self.framing = framing
         self.state = RESPONDING
+        if self.rewrite is not None:
+            self.edit_response_head(head)
         extra = self.response_extra() if self.cookie_affinity else ()
         self.out.append(client_response_head(head, framing, self.keep_client,
                                                    req.version, extra))

@@ -101,6 +101,10 @@ class WebSocketExchange(HttpExchange):
         conn.parser = None  # the connection carries frames from now on
         self.parser = None  # the endpoint's active count now belongs to the session
         client = self.client
+        if self.rewrite is not None:
+            # The Sec-WebSocket-* headers the backend agreed on stay as they are: config.py
+            # refuses rules that touch them.
+            self.edit_response_head(head)
         client.write(handshake.client_101(head, self.response_extra()))
         self.status = 101
         self.state = DONE
