@@ -29,7 +29,6 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from fastgw import rewrite
 from fastgw.errors import ConfigError
 
 # --------------------------------------------------------------------------------------------
@@ -838,6 +837,9 @@ class _Parser:
         return RewriteRuleSetConfig(name=name, rules=_all_read(rules))
 
     def rewrite_rule(self, t: _Table) -> RewriteRuleConfig | None:
+        # Imported here: rewrite.py is compiled (native.py), and the command line reports
+        # missing extensions itself, after it has imported this module.
+        from fastgw import rewrite
         name = t.name()
         sequence = t.int("sequence", 100, 1, 1000)
         ok = True

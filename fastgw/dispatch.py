@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from fastgw import handshake, log, rewrite, tls
+from fastgw import handshake, log, rewrite
 from fastgw.backends import Backend
 from fastgw.config import Config
 from fastgw.contracts import ClientSide, ConnectionHost, Exchange, ExchangeServices, Recorder
@@ -113,8 +113,8 @@ class Dispatcher(ConnectionHost):
         source = rewrite.Request(
             ruleset, client.peer_ip, client.peer_port, client.socket_key[1],
             client.proto == b"https", head.method, head.url, head.host, head.headers,
-            head.lnames, tls.peer_certificate(client.transport) if ruleset.needs_certificate
-            else None)
+            head.lnames, rewrite.peer_certificate(client.transport.get_extra_info("ssl_object"))
+            if ruleset.needs_certificate else None)
         plan = rewrite.rewrite_request(source)
         if plan is not None:
             source.edits = plan.headers

@@ -1,9 +1,10 @@
 """Rewrite rule sets (the cloud gateway's model): conditions, substitutions, header edit plans.
 
-Pure: values in, values out. The router compiles each `[[rewrite_rule_sets]]` once per loaded
-configuration (`compile_set`: every pattern compiled there); the dispatcher asks `rewrite_request`
-for the request's edits (headers, URL, reroute) and the exchange asks `rewrite_response` for the
-response's header edits. A route without a set carries None and never reaches this module.
+Pure: values in, values out; compiled (native.py, rewrite.pxd), and its own twin. The router
+compiles each `[[rewrite_rule_sets]]` once per loaded configuration (`compile_set`: every pattern
+compiled there); the dispatcher asks `rewrite_request` for the request's edits (headers, URL,
+reroute) and the exchange asks `rewrite_response` for the response's header edits. A route
+without a set carries None and never reaches this module.
 
 Semantics, where the cloud gateway's documentation leaves a choice open:
 - A set's rules run in ascending `sequence` (file order breaks ties). A rule applies when all of
@@ -34,6 +35,8 @@ import ssl
 from typing import Any
 from urllib.parse import quote
 
+from fastgw.http1 import HOP_BY_HOP
+
 SERVER_VARIABLES = ("client_ip", "client_port", "host", "http_method", "request_uri", "uri_path",
                     "query_string", "server_port", "ssl_enabled")
 CERTIFICATE_VARIABLES = ("client_certificate", "client_certificate_subject",
@@ -44,12 +47,14 @@ _TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 section 5.
 _PLACEHOLDER_RE = re.compile(r"\{(var|http_req|http_resp)_([^{}\s]+)\}")
 _CAPTURE_RE = re.compile(r"^(.+)_(\d{1,2})$")
 
-# What a rewrite may not touch besides the hop-by-hop headers: the framing headers would let a
-# rule make a message read two ways (RFC 9112 section 6.3); the gateway sets Host (or the
-# settings' host_name), the forwarding headers and X-Request-Id itself.
-_REQUEST_FIXED = frozenset({b"content-length", b"host", b"x-forwarded-for", b"x-forwarded-proto",
-                            b"x-forwarded-port", b"x-original-host", b"x-request-id"})
-_RESPONSE_FIXED = frozenset({b"content-length"})
+# What a rewrite may not touch. Hop-by-hop headers and the upgrade headers belong to one
+# connection (RFC 9110 section 7.6.1, RFC 6455 section 4); the framing headers would let a rule
+# make a message read two ways (RFC 9112 section 6.3); the gateway sets Host (or the settings'
+# host_name), the forwarding headers and X-Request-Id itself.
+_REQUEST_FIXED = HOP_BY_HOP | {b"content-length", b"host", b"x-forwarded-for",
+                               b"x-forwarded-proto", b"x-forwarded-port", b"x-original-host",
+                               b"x-request-id"}
+_RESPONSE_FIXED = HOP_BY_HOP | {b"content-length"}
 
 
 def variable_problem(name: str) -> str | None:
@@ -65,16 +70,11 @@ def variable_problem(name: str) -> str | None:
 
 
 def header_problem(name: str, response: bool) -> str | None:
-    """Why a rule may not set or delete the header `name`, or None. Hop-by-hop headers and the
-    upgrade headers belong to one connection (RFC 9110 section 7.6.1, RFC 6455 section 4)."""
-    # Imported here, not at the top: config.py imports this module, and http1 is compiled, which
-    # the command line must be able to report missing before it loads any compiled module.
-    from fastgw.http1 import HOP_BY_HOP
+    """Why a rule may not set or delete the header `name`, or None."""
     if not _TOKEN_RE.match(name):
         return f"{name!r} is not a header name"
     lname = name.lower().encode("latin-1")
-    fixed = HOP_BY_HOP | (_RESPONSE_FIXED if response else _REQUEST_FIXED)
-    if lname.startswith(b"sec-websocket-") or lname in fixed:
+    if lname.startswith(b"sec-websocket-") or lname in (_RESPONSE_FIXED if response else _REQUEST_FIXED):
         why = ("a WebSocket handshake header" if lname.startswith(b"sec-websocket-") else
                "hop-by-hop" if lname in HOP_BY_HOP else
                "message framing" if lname == b"content-length" else "set by the gateway")
@@ -293,7 +293,7 @@ class Request:
 
 # Characters a substituted value may not carry into a header (RFC 9110 section 5.5): a client's
 # own bytes never hold CR or LF, but a certificate's names may hold any control character.
-_CONTROL = dict.fromkeys(list(range(32)) + [127])
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 _QUERY_SAFE = _PATH_SAFE + "?"
 
@@ -308,7 +308,9 @@ def _bytes(text: str) -> bytes:
 
 
 def _header_value(text: str) -> bytes:
-    return _bytes(text.translate(_CONTROL))
+    if not text.isprintable():  # the common case is one C scan
+        text = _CONTROL_RE.sub("", text)
+    return _bytes(text)
 
 
 class RequestPlan:
@@ -414,6 +416,16 @@ def distinguished_name(rdns: tuple) -> str:
     specific RDN first, multi-valued RDNs joined with "+"."""
     return ",".join("+".join(f"{_DN_NAMES.get(k, k)}={_dn_value(v)}" for k, v in rdn)
                     for rdn in reversed(rdns))
+
+
+def peer_certificate(ssl_object: Any) -> dict:
+    """The client_certificate_* variables of a connection's ssl.SSLObject ({} for None: plain
+    HTTP). A certificate is only ever accepted verified (tls.py): present means SUCCESS."""
+    if ssl_object is None:
+        return {}
+    der = ssl_object.getpeercert(True)
+    return certificate_variables(der, ssl_object.getpeercert() if der else None,
+                                 "SUCCESS" if der else "NONE")
 
 
 def certificate_variables(der: bytes | None, decoded: dict | None, verification: str) -> dict:

@@ -36,7 +36,6 @@ import os
 import ssl
 import time
 
-from fastgw import rewrite
 from fastgw.config import Config, ListenerConfig, SettingsConfig
 
 PASSWORD_ENV = "FASTGW_TLS_KEY_PASSWORD"
@@ -86,17 +85,6 @@ def listener_context(listener: ListenerConfig) -> ssl.SSLContext:
 
 _VERIFY_MODES = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
                  "off": ssl.CERT_NONE}
-
-
-def peer_certificate(transport) -> dict:
-    """The client_certificate_* variables of a client connection ({} on plain HTTP)."""
-    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-    if ssl_object is None:
-        return {}
-    der = ssl_object.getpeercert(True)
-    # A certificate is only ever accepted verified (see above): present means SUCCESS.
-    return rewrite.certificate_variables(der, ssl_object.getpeercert() if der else None,
-                                         "SUCCESS" if der else "NONE")
 
 
 def load_chain(ctx: ssl.SSLContext, certificate: str | None, private_key: str | None) -> None:
