@@ -8,13 +8,14 @@ import hashlib
 import signal
 import socket
 import ssl
+import textwrap
 import time
 from urllib.parse import unquote
 
 import pytest
 import trustme
 
-from fastgw import cli
+from fastgw import cli, config
 
 from support import AiohttpBackend, GatewayThread, free_port, parse_responses, start_cli, wait_port
 
@@ -163,6 +164,20 @@ def test_off_asks_for_no_certificate(server_ca, client_ca, files, backend):
         assert https_get(port, server_ca, leaf) == 200
         seen = backend.requests[-1]["headers"]
         assert seen["X-Client-Verify"] == "NONE" and seen["X-Client-Cert-Fingerprint"] == ""
+    finally:
+        gw.stop()
+
+
+def test_reload_changes_client_verify(server_ca, client_ca, files, backend):
+    """The mode is the listening socket's outer context's (tls.py): a reload must update it."""
+    port = free_port()
+    gw = GatewayThread(mtls_toml(port, files, backend.port, "off"))
+    try:
+        assert https_get(port, server_ca) == 200
+        new = config.loads(textwrap.dedent(mtls_toml(port, files, backend.port, "required")))
+        gw.lt.call(gw.gateway.reload(new))
+        assert https_get(port, server_ca) == 0
+        assert https_get(port, server_ca, client_ca.issue_cert("dave")) == 200
     finally:
         gw.stop()
 
