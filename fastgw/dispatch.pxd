@@ -2,6 +2,9 @@
 
 from fastgw.contracts cimport ClientSide, ConnectionHost, Exchange, ExchangeServices, Recorder
 from fastgw.http1 cimport RequestHead
+from fastgw.rewrite cimport Request, RequestPlan, RuleSet, rewrite_request
+
+cimport cython
 
 cdef class Dispatcher(ConnectionHost):
     cdef public object config, router
@@ -21,4 +24,5 @@ cdef class Dispatcher(ConnectionHost):
     cpdef connection_closed(self, object client)
     cdef Exchange _handshake(self, ClientSide client, RequestHead head)
     cdef Exchange _redirect(self, ClientSide client, RequestHead head, object route, bint keep)
+    @cython.locals(ruleset=RuleSet, source=Request, plan=RequestPlan)
     cdef Exchange _rewritten(self, ClientSide client, RequestHead head, object route, object offer)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from fastgw import handshake, log, rewrite
+from fastgw import handshake, log
 from fastgw.backends import Backend
 from fastgw.config import Config
 from fastgw.contracts import ClientSide, ConnectionHost, Exchange, ExchangeServices, Recorder
@@ -30,6 +30,7 @@ from fastgw.errors import HandshakeError
 from fastgw.http1 import RequestHead
 from fastgw.local import LocalAnswer, redirect_location
 from fastgw.proxy import HttpExchange
+from fastgw.rewrite import Request, peer_certificate, rewrite_request
 from fastgw.routing import Router
 from fastgw.timeouts import Sweeper
 from fastgw.wsproxy import WebSocketExchange
@@ -110,12 +111,12 @@ class Dispatcher(ConnectionHost):
                    offer: handshake.Offer | None) -> Exchange:
         """The exchange of a request whose route has a rewrite rule set (`offer`: a handshake's)."""
         ruleset = route.rewrite
-        source = rewrite.Request(
+        source = Request(
             ruleset, client.peer_ip, client.peer_port, client.socket_key[1],
             client.proto == b"https", head.method, head.url, head.host, head.headers,
-            head.lnames, rewrite.peer_certificate(client.transport.get_extra_info("ssl_object"))
+            head.lnames, peer_certificate(client.transport.get_extra_info("ssl_object"))
             if ruleset.needs_certificate else None)
-        plan = rewrite.rewrite_request(source)
+        plan = rewrite_request(source)
         if plan is not None:
             source.edits = plan.headers
             if plan.url is not None:

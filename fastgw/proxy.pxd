@@ -4,6 +4,7 @@
 
 from fastgw.contracts cimport ClientSide, ExchangeServices, ProxiedExchange
 from fastgw.http1 cimport ResponseHead
+from fastgw.rewrite cimport Request, apply_headers, rewrite_response
 from fastgw.upstream cimport UpstreamConnection
 
 cdef class HttpExchange(ProxiedExchange):
@@ -27,7 +28,7 @@ cdef class HttpExchange(ProxiedExchange):
     cdef public list out
     cdef public double request_timeout
     cdef public bint cookie_affinity
-    cdef public object rewrite
+    cdef public Request rewrite
 
     cpdef start(self)
     cpdef request_body(self, bytes data)

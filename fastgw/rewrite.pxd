@@ -46,3 +46,23 @@ cdef class RequestPlan:
     cdef public tuple headers
     cdef public object url
     cdef public bint reroute
+
+@cython.locals(values=list, i=Py_ssize_t)
+cpdef str _joined(list headers, list lnames, bytes lname)
+cpdef bytes _bytes(str text)
+cpdef bytes _header_value(str text)
+
+@cython.locals(lname=bytes, name=bytes, template=Template)
+cpdef _edit(dict edits, tuple table, Request source, dict captures)
+
+@cython.locals(lname=bytes, pair=tuple)
+cpdef tuple _edit_list(dict edits)
+
+@cython.locals(edits=dict, rule=Rule, captures=dict, path=object, query=object, reroute=bint)
+cpdef RequestPlan rewrite_request(Request source)
+
+@cython.locals(edits=dict, rule=Rule, captures=dict)
+cpdef tuple rewrite_response(Request source, list headers, list lnames)
+
+@cython.locals(touched=set, kept=list, new_headers=list, new_lnames=list, i=Py_ssize_t)
+cpdef tuple apply_headers(list headers, list lnames, tuple edits)

@@ -331,6 +331,11 @@ def _edit(edits: dict, table: tuple, source: Any, captures: dict) -> None:
                         _header_value(template.render(source, captures)))
 
 
+def _edit_list(edits: dict) -> tuple:
+    """{lower-case name: (name, value)} as ((lower-case name, name, value), ...)."""
+    return tuple([(lname, pair[0], pair[1]) for lname, pair in edits.items()])
+
+
 def rewrite_request(source: Request) -> RequestPlan | None:
     """The request's edits by its set, or None when no rule of the set changes it."""
     edits: dict = {}
@@ -358,8 +363,7 @@ def rewrite_request(source: Request) -> RequestPlan | None:
         url = (path + ("?" + query if query else "")).encode("latin-1")
     if not edits and url is None:
         return None
-    return RequestPlan(tuple((lname, name, value) for lname, (name, value) in edits.items()),
-                       url, reroute)
+    return RequestPlan(_edit_list(edits), url, reroute)
 
 
 def rewrite_response(source: Request, headers: list, lnames: list) -> tuple:
@@ -372,7 +376,7 @@ def rewrite_response(source: Request, headers: list, lnames: list) -> tuple:
         if captures is not None:
             _edit(edits, rule.response_headers, source, captures)
     source.response = None
-    return tuple((lname, name, value) for lname, (name, value) in edits.items())
+    return _edit_list(edits)
 
 
 def apply_headers(headers: list, lnames: list, edits: tuple) -> tuple[list, list]:
