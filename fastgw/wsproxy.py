@@ -120,6 +120,7 @@ class WebSocketExchange(HttpExchange):
         request.headers = []
         request.lnames = []
         request.fields = {}
+        self.rewrite = None  # it holds the original header lists
         self.switching = None
         if log.enabled(log.DEBUG):
             log.event(log.DEBUG, "websocket_open", rule=self.route.rule.name,
