@@ -17,7 +17,7 @@ cdef class Backend:
     cdef public list endpoints
     cdef public dict by_affinity
     cdef public Py_ssize_t rr_next
-    cdef public object latency
+    cdef public object latency, sessions
 
     @cython.locals(endpoints=list, ep=Endpoint)
     cpdef Endpoint choose(self, tuple exclude=*, Endpoint preferred=*)

@@ -20,4 +20,5 @@ cdef class Dispatcher(ConnectionHost):
     cpdef bint connection_opened(self, object client)
     cpdef connection_closed(self, object client)
     cdef Exchange _handshake(self, ClientSide client, RequestHead head)
+    cdef Exchange _refuse(self, ClientSide client, RequestHead head, object route, object exc)
     cdef Exchange _redirect(self, ClientSide client, RequestHead head, object route, bint keep)

@@ -31,6 +31,9 @@ from fastgw.timeouts import Sweeper
 from fastgw.wsproxy import WebSocketExchange
 
 NOT_FOUND = "404 Not Found\nno rule matches this request\n"
+# Retry-After of the 503 beyond max_sessions (RFC 9110 section 10.2.3): sessions come and go
+# within seconds under load; a client that retries sooner would only be refused again.
+SESSIONS_RETRY_AFTER = "5"
 
 
 class AcceptControl(Protocol):
@@ -85,18 +88,35 @@ class Dispatcher(ConnectionHost):
         try:
             offer = handshake.validate_request(head)
         except HandshakeError as exc:
-            log.event(log.INFO, "handshake_refused", status=exc.status, reason=exc.reason,
-                      client=client.peer_ip)
-            return LocalAnswer(client, head, exc.status, f"{exc.status} {exc.reason}\n",
-                               headers=exc.headers, keep=False)
+            return self._refuse(client, head, None, exc)
         route = self.router.match(client.socket_key, head.host, head.path())
         if route is None:
             return LocalAnswer(client, head, 404, NOT_FOUND, keep=False)
         if route.is_redirect:
             return self._redirect(client, head, route, False)
         backend = self.backends[route.backend_key]
+        settings = backend.settings
+        try:  # the settings' policies, before any backend is contacted
+            if settings.websocket_allowed_origins:
+                handshake.check_origin(head, settings.websocket_allowed_origins)
+            if settings.websocket_allowed_subprotocols and offer.protocols:
+                handshake.restrict_protocols(head, offer, settings.websocket_allowed_subprotocols)
+            if backend.sessions.full():
+                raise HandshakeError(503, f"max_sessions ({settings.max_sessions}) of backend "
+                                          f"settings {settings.name} reached",
+                                     headers=(("Retry-After", SESSIONS_RETRY_AFTER),))
+        except HandshakeError as exc:
+            return self._refuse(client, head, route, exc)
         return WebSocketExchange(client, head, route, backend, self.services, offer,
                                  self.recorder, self.config.gateway.close_timeout)
+
+    def _refuse(self, client: ClientSide, head: RequestHead, route: Any, exc: HandshakeError
+                ) -> Exchange:
+        """A handshake refused: its reason goes to the log and the access log's error_info."""
+        log.event(log.INFO, "handshake_refused", status=exc.status, reason=exc.reason,
+                  client=client.peer_ip)
+        return LocalAnswer(client, head, exc.status, f"{exc.status} {exc.reason}\n",
+                           headers=exc.headers, keep=False, route=route)
 
     def _redirect(self, client: ClientSide, head: RequestHead, route: Any, keep: bool
                   ) -> Exchange:

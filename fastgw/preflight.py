@@ -13,7 +13,7 @@ import os
 import ssl
 
 from fastgw import config as config_mod
-from fastgw import tls
+from fastgw import local, tls
 from fastgw.config import Config, item_key
 from fastgw.errors import ConfigError
 
@@ -69,6 +69,10 @@ def check(cfg: Config) -> tuple[list[tuple[str, str, str]], list[str]]:
         except ssl.SSLError as exc:
             problems.append((src, key, f"{s.trusted_root_certificate}: not a PEM CA bundle "
                              f"({exc.reason or exc})"))
+    for key, _, _, path in local.page_files(cfg):
+        _, why = local.read_page(path)
+        if why:
+            problems.append((src, key, why))
     problems += waf_problems(cfg)
     return problems, warnings
 

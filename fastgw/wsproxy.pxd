@@ -14,9 +14,12 @@ cdef class WebSocketExchange(HttpExchange):
     cdef public WebSocketSession session
     cdef public Recorder recorder
     cdef public double close_timeout
+    cdef public object sessions
 
     cpdef client_data(self, bytes data)
     cpdef client_lost(self)
     cpdef upstream_data(self, bytes data)
     cpdef response_head_complete(self)
     cdef _switch(self, bytes backend_early)
+
+cpdef release_session(WebSocketExchange ex)
