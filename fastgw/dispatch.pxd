@@ -1,5 +1,7 @@
 # Pure-Python-mode declarations for Cython (fastgw/native.py).
 
+cimport cython
+from fastgw.backends cimport Backend, SessionCount
 from fastgw.contracts cimport ClientSide, ConnectionHost, Exchange, ExchangeServices, Recorder
 from fastgw.http1 cimport RequestHead
 
@@ -19,6 +21,7 @@ cdef class Dispatcher(ConnectionHost):
     cpdef Exchange start_exchange(self, ClientSide client, RequestHead head)
     cpdef bint connection_opened(self, object client)
     cpdef connection_closed(self, object client)
+    @cython.locals(backend=Backend, count=SessionCount)
     cdef Exchange _handshake(self, ClientSide client, RequestHead head)
     cdef Exchange _refuse(self, ClientSide client, RequestHead head, object route, object exc)
     cdef Exchange _redirect(self, ClientSide client, RequestHead head, object route, bint keep)

@@ -95,13 +95,17 @@ class Dispatcher(ConnectionHost):
         if route.is_redirect:
             return self._redirect(client, head, route, False)
         backend = self.backends[route.backend_key]
-        settings = backend.settings
+        count = backend.sessions
         try:  # the settings' policies, before any backend is contacted
-            if settings.websocket_allowed_origins:
-                handshake.check_origin(head, settings.websocket_allowed_origins)
-            if settings.websocket_allowed_subprotocols and offer.protocols:
-                handshake.restrict_protocols(head, offer, settings.websocket_allowed_subprotocols)
-            if backend.sessions.full():
+            if backend.ws_checks:
+                settings = backend.settings
+                if settings.websocket_allowed_origins:
+                    handshake.check_origin(head, settings.websocket_allowed_origins)
+                if settings.websocket_allowed_subprotocols and offer.protocols:
+                    handshake.restrict_protocols(head, offer,
+                                                 settings.websocket_allowed_subprotocols)
+            if count.limit and count.open >= count.limit:
+                settings = backend.settings
                 raise HandshakeError(503, f"max_sessions ({settings.max_sessions}) of backend "
                                           f"settings {settings.name} reached",
                                      headers=(("Retry-After", SESSIONS_RETRY_AFTER),))
