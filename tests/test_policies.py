@@ -68,12 +68,17 @@ def pages_toml(port, servers, tmp_path, listener_pages=""):
     return text.replace('bind = "127.0.0.1"', f'bind = "127.0.0.1"\n{listener_pages}')
 
 
-def test_custom_502_from_a_dead_backend_carries_the_logged_transaction_id(tmp_path):
-    port, dead = free_port(), free_port()
-    path = write_config(tmp_path, pages_toml(port, [f"127.0.0.1:{dead}"], tmp_path))
+def pages_gateway(tmp_path, server: str):
+    """A gateway with [gateway] pages for 502 and 404, in front of `server`."""
+    port = free_port()
+    path = write_config(tmp_path, pages_toml(port, [server], tmp_path))
     (tmp_path / "pages" / "502.html").write_text(PAGE)
     (tmp_path / "pages" / "404.html").write_text("not here: {transaction_id}")
-    gw = GatewayThread(path.read_text(), path=str(path))
+    return port, GatewayThread(path.read_text(), path=str(path))
+
+
+def test_custom_502_from_a_dead_backend_carries_the_logged_transaction_id(tmp_path):
+    port, gw = pages_gateway(tmp_path, f"127.0.0.1:{free_port()}")
     try:
         raw = raw_exchange(port, b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         status, headers, body = parse_responses(raw)[0]
@@ -103,11 +108,7 @@ def test_no_page_for_a_status_keeps_the_plain_answer_and_backend_errors_pass_unt
         await writer.drain()
 
     backend = RawBackend(handler)
-    port = free_port()
-    path = write_config(tmp_path, pages_toml(port, [f"127.0.0.1:{backend.port}"], tmp_path))
-    (tmp_path / "pages" / "502.html").write_text(PAGE)
-    (tmp_path / "pages" / "404.html").write_text("x")
-    gw = GatewayThread(path.read_text(), path=str(path))
+    port, gw = pages_gateway(tmp_path, f"127.0.0.1:{backend.port}")
     try:
         raw = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         assert parse_responses(raw)[0][2] == b"backend"  # the backend's own 502
