@@ -158,6 +158,13 @@ listener = "web"
         raw = raw_exchange(port, b"GET /app/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         status, _, body = parse_responses(raw)[0]
         assert status == 502 and body.startswith(b"<html><body><h1>502</h1>")  # inherited
+        # A handshake the gateway refuses gets the page as well (then the connection closes).
+        sock, head, rest = ws_raw_handshake(port, path="/nothing")
+        while len(rest) < len(b"listener 404") and (chunk := sock.recv(4096)):
+            rest += chunk
+        sock.close()
+        assert head.startswith(b"HTTP/1.1 404 ") and b"text/html" in head
+        assert rest == b"listener 404"
     finally:
         gw.stop()
 
