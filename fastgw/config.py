@@ -64,6 +64,8 @@ class GatewayConfig:
     close_timeout: float = 5.0  # fastgw: WebSocket close handshake deadline
     upstream_keepalive: int = 32  # fastgw: idle keep-alive connections kept per backend server
     max_connections: int = 0  # client connections per process; 0 = derived from RLIMIT_NOFILE
+    # The gateway's own 4xx/5xx answers as HTML pages: ((status, absolute path), ...), sorted
+    error_pages: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +80,7 @@ class ListenerConfig:
     waf: WafConfig | None = None  # None: the global [waf]
     client_ca: str | None = None  # https: mutual TLS, a PEM CA bundle (absolute path)
     client_verify: str = "off"  # "required" | "optional" | "off"
+    error_pages: tuple[tuple[int, str], ...] = ()  # override [gateway] error_pages per status
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,6 +116,12 @@ class SettingsConfig:
     max_frame_size: int = 0
     ping_interval: float = 0.0  # dead-peer detection: Ping a leg silent this long; 0 = off
     ping_timeout: float = 10.0  # no Pong by then: the session ends (1001 to the live leg)
+    # Handshakes whose Origin is not listed get 403; () = any. Each entry is (scheme, host, port)
+    # as RFC 6454 section 6.1 serialises an origin (lower-case, the scheme's default port
+    # filled in); a host starting with "." is a wildcard's suffix (one or more labels before it).
+    websocket_allowed_origins: tuple[tuple[str, str, int], ...] = ()
+    websocket_allowed_subprotocols: tuple[str, ...] = ()  # () = any; offers outside it are removed
+    max_sessions: int = 0  # open WebSocket sessions on these settings per process; 0 = no limit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -217,6 +226,7 @@ MAX_DURATION = 86400.0  # one day: longer timeouts or intervals are surely a typ
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
 _LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _COOKIE_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$")  # RFC 6265 token
+_TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 section 5.6.2
 _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 _REDIRECT_KEYS = ("target_listener", "target_url", "status", "include_path", "include_query")
 _SECTIONS = ("listeners", "backend_pools", "backend_settings", "probes", "rules",
@@ -564,6 +574,7 @@ class _Parser:
             close_timeout=t.duration("close_timeout", 5.0, 0.1, 600.0),
             upstream_keepalive=t.int("upstream_keepalive", 32, 0, 100000),
             max_connections=t.int("max_connections", 0, 0, 10_000_000),
+            error_pages=self.error_pages(t),
         )
         t.finish()
         return result
@@ -649,6 +660,7 @@ class _Parser:
         waf_raw = t._get("waf", False)[1]
         waf = self.waf(_Table(self.problems, t.key("waf"), waf_raw, _keys(WafConfig))) \
             if waf_raw is not None else None
+        error_pages = self.error_pages(t)
         t.finish()
         if name is None or port is None or bind is None or protocol is None:
             return None
@@ -657,8 +669,29 @@ class _Parser:
             certificate=self.path(certificate) if certificate else None,
             private_key=self.path(private_key) if private_key else None,
             waf=waf, client_ca=self.path(client_ca) if client_ca else None,
-            client_verify=client_verify or "off",
+            client_verify=client_verify or "off", error_pages=error_pages,
         )
+
+    def error_pages(self, t: _Table) -> tuple[tuple[int, str], ...]:
+        """`error_pages = { 403 = "pages/403.html" }`: TOML keys are strings; each must be a 4xx
+        or 5xx status (only errors get a page), each value a file (read by preflight.py)."""
+        present, table = t._get("error_pages", False)
+        if not present:
+            return ()
+        if not isinstance(table, dict):
+            t.bad("error_pages", f"must be a table of status = \"file\", got {_type_name(table)}")
+            return ()
+        pages = []
+        for key, value in table.items():
+            where = f"{t.key('error_pages')}.{key}"
+            if not (key.isascii() and key.isdigit() and 400 <= int(key) <= 599):
+                t.problems.add(where, f"{key!r} is not a 4xx or 5xx status (pages are for the "
+                                      "gateway's own error answers)")
+            elif not isinstance(value, str) or not value:
+                t.problems.add(where, f"must be a file name, got {_type_name(value)}")
+            else:
+                pages.append((int(key), self.path(value)))
+        return tuple(sorted(pages))
 
     def pool(self, t: _Table) -> PoolConfig | None:
         name = t.name()
@@ -701,9 +734,32 @@ class _Parser:
             max_frame_size=t.int("max_frame_size", 0, 0, 1 << 62),
             ping_interval=t.duration("ping_interval", 0.0, 0.0),
             ping_timeout=t.duration("ping_timeout", 10.0, 0.1),
+            websocket_allowed_origins=self.origins(t),
+            websocket_allowed_subprotocols=self.subprotocols(t),
+            max_sessions=t.int("max_sessions", 0, 0, 10_000_000),
         )
         t.finish()
         return result if name else None
+
+    def origins(self, t: _Table) -> tuple[tuple[str, str, int], ...]:
+        origins = []
+        for i, raw in enumerate(t.list("websocket_allowed_origins", str) or ()):
+            origin = parse_origin(raw, wildcard=True)
+            if origin is None:
+                t.problems.add(f"{t.key('websocket_allowed_origins')}[{i}]",
+                               f"{raw!r} is not an origin: SCHEME://HOST[:PORT], without a path "
+                               "(a wildcard only as the first label: https://*.example.com)")
+            elif origin not in origins:
+                origins.append(origin)
+        return tuple(origins)
+
+    def subprotocols(self, t: _Table) -> tuple[str, ...]:
+        items = t.list("websocket_allowed_subprotocols", str) or ()
+        for i, item in enumerate(items):
+            if not _TOKEN_RE.match(item):  # RFC 6455 section 4.1: a subprotocol is a token
+                t.problems.add(f"{t.key('websocket_allowed_subprotocols')}[{i}]",
+                               f"{item!r} is not a subprotocol name (an RFC 9110 token)")
+        return items
 
     def probe(self, t: _Table) -> ProbeConfig | None:
         d = ProbeConfig(name="-")
@@ -1117,6 +1173,41 @@ def _split_host_port(value: str) -> tuple[str | None, int | None]:
     if value.count(":") > 1:  # a bare IPv6 address
         return value, None
     return value, None
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.\-]*$")  # RFC 3986 section 3.1
+
+
+def parse_origin(text: str, *, wildcard: bool = False) -> tuple[str, str, int] | None:
+    """An origin as (scheme, host, port), compared as RFC 6454 section 6.1 serialises it: scheme
+    and host lower-case, the port number always present (the scheme's default when omitted);
+    None if `text` is not SCHEME://HOST[:PORT] (a path, user info or "null" are not origins).
+    With `wildcard`, "https://*.example.com" gives the host ".example.com": a suffix."""
+    scheme, sep, rest = text.strip().partition("://")
+    scheme = scheme.lower()
+    if not sep or not _SCHEME_RE.match(scheme) or not rest or any(c in rest for c in "/?#@ "):
+        return None
+    host, port = _split_host_port(rest)
+    if not host:
+        return None
+    if port is None:
+        port = _DEFAULT_PORTS.get(scheme)
+        if port is None:
+            return None
+    if not 1 <= port <= 65535:
+        return None
+    if rest.startswith("["):  # an IPv6 literal, kept in brackets as serialised
+        try:
+            return scheme, f"[{ipaddress.IPv6Address(host).compressed}]", port
+        except ValueError:
+            return None
+    normalized = _normalize_host_pattern(host)
+    if normalized is None:
+        return None
+    if normalized.startswith("*."):
+        return (scheme, normalized[1:], port) if wildcard else None
+    return scheme, normalized, port
 
 
 def _parse_server(raw: str) -> ServerAddress | str:

@@ -36,6 +36,9 @@ from fastgw.timeouts import Sweeper
 from fastgw.wsproxy import WebSocketExchange
 
 NOT_FOUND = "404 Not Found\nno rule matches this request\n"
+# Retry-After of the 503 beyond max_sessions (RFC 9110 section 10.2.3): sessions come and go
+# within seconds under load; a client that retries sooner would only be refused again.
+SESSIONS_RETRY_AFTER = "5"
 
 
 class AcceptControl(Protocol):
@@ -92,10 +95,7 @@ class Dispatcher(ConnectionHost):
         try:
             offer = handshake.validate_request(head)
         except HandshakeError as exc:
-            log.event(log.INFO, "handshake_refused", status=exc.status, reason=exc.reason,
-                      client=client.peer_ip)
-            return LocalAnswer(client, head, exc.status, f"{exc.status} {exc.reason}\n",
-                               headers=exc.headers, keep=False)
+            return self._refuse(client, head, None, exc)
         route = self.router.match(client.socket_key, head.host, head.path())
         if route is None:
             return LocalAnswer(client, head, 404, NOT_FOUND, keep=False)
@@ -103,9 +103,32 @@ class Dispatcher(ConnectionHost):
             return self._redirect(client, head, route, False)
         if route.rewrite is not None:
             return self._rewritten(client, head, route, offer)
-        backend = self.backends[route.backend_key]
-        return WebSocketExchange(client, head, route, backend, self.services, offer,
-                                 self.recorder, self.config.gateway.close_timeout)
+        return self._session(client, head, route, offer, self.backends[route.backend_key], None)
+
+    def _session(self, client: ClientSide, head: RequestHead, route: Any,
+                 offer: handshake.Offer, backend: Backend, source: Request | None) -> Exchange:
+        """A routed handshake (`source`: its rewrite state, if the route has a rule set): the
+        settings' policies first, before any backend is contacted."""
+        count = backend.sessions
+        try:
+            if backend.ws_checks:
+                settings = backend.settings
+                if settings.websocket_allowed_origins:
+                    handshake.check_origin(head, settings.websocket_allowed_origins)
+                if settings.websocket_allowed_subprotocols and offer.protocols:
+                    handshake.restrict_protocols(head, offer,
+                                                 settings.websocket_allowed_subprotocols)
+            if count.limit and count.open >= count.limit:
+                settings = backend.settings
+                raise HandshakeError(503, f"max_sessions ({settings.max_sessions}) of backend "
+                                          f"settings {settings.name} reached",
+                                     headers=(("Retry-After", SESSIONS_RETRY_AFTER),))
+        except HandshakeError as exc:
+            return self._refuse(client, head, route, exc)
+        ex = WebSocketExchange(client, head, route, backend, self.services, offer,
+                               self.recorder, self.config.gateway.close_timeout)
+        ex.rewrite = source
+        return ex
 
     def _rewritten(self, client: ClientSide, head: RequestHead, route: Any,
                    offer: handshake.Offer | None) -> Exchange:
@@ -128,13 +151,19 @@ class Dispatcher(ConnectionHost):
                     if route.is_redirect:
                         return self._redirect(client, head, route, offer is None)
         backend = self.backends[route.backend_key]
-        if offer is None:
-            ex = HttpExchange(client, head, route, backend, self.services)
-        else:
-            ex = WebSocketExchange(client, head, route, backend, self.services, offer,
-                                   self.recorder, self.config.gateway.close_timeout)
+        if offer is not None:
+            return self._session(client, head, route, offer, backend, source)
+        ex = HttpExchange(client, head, route, backend, self.services)
         ex.rewrite = source
         return ex
+
+    def _refuse(self, client: ClientSide, head: RequestHead, route: Any, exc: HandshakeError
+                ) -> Exchange:
+        """A handshake refused: its reason goes to the log and the access log's error_info."""
+        log.event(log.INFO, "handshake_refused", status=exc.status, reason=exc.reason,
+                  client=client.peer_ip)
+        return LocalAnswer(client, head, exc.status, f"{exc.status} {exc.reason}\n",
+                           headers=exc.headers, keep=False, route=route)
 
     def _redirect(self, client: ClientSide, head: RequestHead, route: Any, keep: bool
                   ) -> Exchange:

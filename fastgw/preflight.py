@@ -71,6 +71,12 @@ def check(cfg: Config) -> tuple[list[tuple[str, str, str]], list[str]]:
         except ssl.SSLError as exc:
             problems.append((src, key, f"{s.trusted_root_certificate}: not a PEM CA bundle "
                              f"({exc.reason or exc})"))
+    # Imported here: a compiled module, which the CLI must be able to report missing first.
+    from fastgw import local
+    for key, _, _, path in local.page_files(cfg):
+        _, why = local.read_page(path)
+        if why:
+            problems.append((src, key, why))
     problems += waf_problems(cfg)
     return problems, warnings
 

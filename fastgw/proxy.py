@@ -28,8 +28,6 @@ A WAF verdict that blocks answers from INSPECTING, before any backend connection
 from __future__ import annotations
 
 import enum
-import itertools
-import os
 import traceback
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -56,6 +54,7 @@ from fastgw.http1 import (
     response_framing,
     response_version,
 )
+from fastgw.local import gateway_answer, next_request_id
 from fastgw.rewrite import apply_headers, rewrite_response
 from fastgw.upstream import IDLE_TIMEOUT, UpstreamConnection, connect
 
@@ -76,10 +75,6 @@ class ExchangeState(enum.IntEnum):
 # The states as module globals: read on every request, they are cheaper than ExchangeState.<name>.
 WAITING, INSPECTING, CONNECTING, SENT, RESPONDING, DONE = ExchangeState
 
-# Transaction ids (X-Request-Id, access log): a random per-process prefix and a counter, unique
-# without a system call per request.
-_ID_PREFIX = os.urandom(8).hex().encode()
-_id_counter = itertools.count(1)
 
 
 def parser_failure(what: str, exc: Exception) -> str:
@@ -95,10 +90,6 @@ def parser_failure(what: str, exc: Exception) -> str:
 
 def _connect_failed() -> None:
     """HttpExchange._connect handles its own errors: nothing escapes it but a cancellation."""
-
-
-def next_request_id() -> bytes:
-    return b"%s%016x" % (_ID_PREFIX, next(_id_counter))
 
 
 # Body bytes buffered for a request whose backend connection is not ready yet, before the client
@@ -206,9 +197,9 @@ class HttpExchange(ProxiedExchange):
             body = (f"{verdict.status} {http1.reason(verdict.status)}\n"
                     f"The request was blocked by the web application firewall.\n"
                     f"Transaction id: {verdict.transaction_id}\n")
-            client.write(http1.simple_response(verdict.status, body, keep_alive=self.keep_client,
-                                               headers=headers,
-                                               head_only=head.method == b"HEAD"))
+            client.write(gateway_answer(client, head, self.route, verdict.status, body,
+                                        self.request_id, keep_alive=self.keep_client,
+                                        headers=headers, head_only=head.method == b"HEAD"))
             self.state = RESPONDING
             self._finish()
             return
@@ -590,8 +581,9 @@ class HttpExchange(ProxiedExchange):
                   cause=error.cause)
         if not self.request_done:
             self.keep_client = False  # the rest of the body would be read as a new request
-        self.client.write(http1.simple_response(error.status, keep_alive=self.keep_client,
-                                                head_only=self.head.method == b"HEAD"))
+        self.client.write(gateway_answer(self.client, self.head, self.route, error.status, "",
+                                         self.request_id, keep_alive=self.keep_client,
+                                         head_only=self.head.method == b"HEAD"))
         self.state = RESPONDING
         self._finish()
 

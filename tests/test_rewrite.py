@@ -12,6 +12,7 @@ from urllib.parse import unquote
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from fastgw import cli, config, rewrite
 
@@ -354,6 +355,36 @@ name = "ws"
         assert headers["X-Gateway"] == "fastgw" and "Server" not in headers
         assert "Sec-WebSocket-Accept" in headers
         assert backend.requests[-1]["headers"]["X-Handshake"] == "GET /ws?room=1"
+    finally:
+        gw.stop()
+
+
+def test_a_rewritten_handshake_still_meets_the_settings_websocket_policies(backends):
+    # The rule set rewrites the handshake; the settings' origin allowlist still applies to it.
+    backend = backends[0]
+    port = free_port()
+    gw = GatewayThread(gateway_toml(port, [f"127.0.0.1:{backend.port}"],
+                                    extra='rewrite_rule_set = "ws"',
+                                    extra_settings='websocket_allowed_origins = '
+                                                   '["https://chat.example.com"]') + """
+[[rewrite_rule_sets]]
+name = "ws"
+  [[rewrite_rule_sets.rules]]
+  name = "tag"
+  request_headers = { "X-Handshake" = "yes" }
+""")
+
+    async def go(origin):
+        async with connect(f"ws://127.0.0.1:{port}/ws", proxy=None, origin=origin) as ws:
+            await ws.send("hello")
+            return await ws.recv()
+    try:
+        assert asyncio.run(asyncio.wait_for(go("https://chat.example.com"), 10)) == "hello"
+        assert backend.requests[-1]["headers"]["X-Handshake"] == "yes"
+        seen = len(backend.requests)
+        with pytest.raises(InvalidStatus) as err:
+            asyncio.run(asyncio.wait_for(go("https://evil.example.com"), 10))
+        assert err.value.response.status_code == 403 and len(backend.requests) == seen
     finally:
         gw.stop()
 
