@@ -15,7 +15,8 @@ here runs. Otherwise the acceptor hands each accepted socket to the `ClientGate`
 3. `max_connections_per_ip`: counted by the client address, so behind the PROXY protocol only
    once the header is read (a connection still sending it is bounded by header_timeout).
    Beyond the limit the connection is closed before any HTTP.
-4. `requests_per_ip`: the dispatcher asks `request_refusal` for every request and handshake.
+4. `requests_per_ip`: the dispatcher takes a token of `rate` (clientlimits.RequestRate) for
+   every request and handshake, and tells `request_refused` about a 429.
 
 Every refusal is counted (stats.client_refusals, by reason) and logged, one line a second at
 most per socket; a request over the rate also gets a firewall-log record.
@@ -128,33 +129,31 @@ class ClientGate:
 
     # -- requests --------------------------------------------------------------------------
 
-    def request_refusal(self, ip: str, port: int, uri: bytes, host: bytes | None) -> int:
-        """0 if a request (or handshake) from `ip` may go on, else the Retry-After seconds."""
+    def request_refused(self, ip: str, port: int, head: Any, request_id: bytes, retry: int
+                        ) -> None:
+        """A request (or handshake) over requests_per_ip, answered 429 with `request_id`: counted,
+        logged, and recorded in the firewall log as a WAF block is."""
         rate = self.rate
-        if rate is None:
-            return 0
-        retry = rate.take(ip, self.loop.time())
-        if retry:
-            detail = f"more than {rate.rate} requests in {rate.window:g} s from this client"
-            self.refused("requests_per_ip", ip, detail)
-            self.services.firewall_record({
-                "time": log.timestamp(),
-                "clientIp": ip,
-                "clientPort": port,
-                "requestUri": uri.decode("latin-1"),
-                "hostname": (host or b"").decode("latin-1"),
-                "transactionId": "",
-                "policyMode": "Prevention",
-                "ruleSetType": "fastgw",
-                "ruleSetVersion": "",
-                "ruleGroup": "client-limits",
-                "ruleId": "requests-per-ip",
-                "message": f"Rate limit: {detail}",
-                "action": "Blocked",
-                "details": {"message": "", "data": f"Retry-After: {retry}", "file": "",
-                            "line": "", "severity": "WARNING", "tags": []},
-            })
-        return retry
+        assert rate is not None  # the dispatcher asks only a gate with a rate
+        detail = f"more than {rate.rate} requests in {rate.window:g} s from this client"
+        self.refused("requests_per_ip", ip, detail)
+        self.services.firewall_record({
+            "time": log.timestamp(),
+            "clientIp": ip,
+            "clientPort": port,
+            "requestUri": head.url.decode("latin-1"),
+            "hostname": (head.host or b"").decode("latin-1"),
+            "transactionId": request_id.decode("latin-1"),
+            "policyMode": "Prevention",
+            "ruleSetType": "fastgw",
+            "ruleSetVersion": "",
+            "ruleGroup": "client-limits",
+            "ruleId": "requests-per-ip",
+            "message": f"Rate limit: {detail}",
+            "action": "Blocked",
+            "details": {"message": "", "data": f"Retry-After: {retry}", "file": "",
+                        "line": "", "severity": "WARNING", "tags": []},
+        })
 
 
 class HeaderRead:

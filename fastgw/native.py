@@ -33,7 +33,7 @@ import sys
 COMPILED = (
     "contracts", "http1", "downstream", "upstream", "proxy", "wsproxy", "handshake", "relay",
     "local", "routing", "balancer", "backends", "affinity", "stats", "timeouts", "services",
-    "recorder", "dispatch", "accesslog", "logfile", "acceptor",
+    "recorder", "dispatch", "accesslog", "logfile", "acceptor", "rewrite",
 )
 
 # Every extension setup.py builds: the frame engine (a .pyx, twin _frames_py.py) and COMPILED.

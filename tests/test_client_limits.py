@@ -201,6 +201,8 @@ def test_requests_per_ip_429_then_allowed_after_the_window(backend, tmp_path):
         record = record.get("properties", record)
         assert record["ruleId"] == "requests-per-ip" and record["action"] == "Blocked"
         assert record["clientIp"] == "127.0.0.1"
+        refused = [r for r in log_records(gw, 4) if r["httpStatus"] == 429]
+        assert record["transactionId"] and [r["transactionId"] for r in refused] == [record["transactionId"]]
     finally:
         gw.stop()
 
