@@ -210,6 +210,7 @@ class Dispatcher(ConnectionHost):
         self.sweeper.discard(client)
         gate = client.gate
         if gate is not None:  # max_connections_per_ip
+            client.gate = None  # its count released once, however the connection ended
             gate.closed(client.peer_ip)
         if not self.accepting and len(connections) < self.limit and not self.stopping:
             self.accepting = True

@@ -12,11 +12,12 @@ import time
 
 import pytest
 import trustme
+from websockets.sync.client import connect
 
 from fastgw import cli
 from fastgw.proxyproto import v1_header, v2_header
 
-from support import AiohttpBackend, GatewayThread, free_port, gateway_toml, parse_responses
+from support import AiohttpBackend, GatewayThread, WsBackend, free_port, gateway_toml, parse_responses
 
 
 @pytest.fixture
@@ -258,6 +259,27 @@ def test_max_connections_per_ip(backend, tmp_path):
             assert request(again)[0] == 200
     finally:
         gw.stop()
+
+
+def test_a_websocket_session_holds_its_connection_count_until_it_ends(tmp_path):
+    wsb = WsBackend()
+    gw = serve(wsb, "max_connections_per_ip = 1", tmp_path)
+    try:
+        gate = gw.gateway.acceptors[("127.0.0.1", gw.port)].gate
+        for _ in range(2):  # the second session can open only if the first one released its count
+            with connect(f"ws://127.0.0.1:{gw.port}/echo", proxy=None) as ws:
+                ws.send("hi")
+                assert ws.recv() == "hi"
+                with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as other:
+                    assert closed(other)
+            deadline = time.monotonic() + 5
+            while gate.counts.open and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert gate.counts.open == {}
+        assert gw.gateway.stats.client_refusals[("max_connections_per_ip",)] == 2
+    finally:
+        gw.stop()
+        wsb.stop()
 
 
 @pytest.mark.parametrize("keys, problem", [
