@@ -9,9 +9,10 @@ which the gateway closes on shutdown or when their server drains.
 
 from __future__ import annotations
 
+from time import time
 from typing import Any
 
-from fastgw.accesslog import request_line, session_line, timestamp
+from fastgw.accesslog import request_line, session_line
 from fastgw.contracts import ClientSide, Exchange, Recorder
 from fastgw.http1 import STATUS_CLASSES, status_class_index
 from fastgw.logfile import LogFile
@@ -53,7 +54,7 @@ class GatewayRecorder(Recorder):
             backend = ex.backend
             endpoint = ex.endpoint
             access_log.write(request_line(
-                timestamp(), ex.handshake, client.peer_ip, client.peer_port, client.tls_info, head,
+                time(), ex.handshake, client.peer_ip, client.peer_port, client.tls_info, head,
                 status, ex.body_received, client.sent - ex.sent_at_start,
                 self.clock() - head.t0 if head is not None and head.t0 else 0.0, labels,
                 backend.settings if backend is not None else None,
@@ -74,4 +75,4 @@ class GatewayRecorder(Recorder):
         stats.durations.observe(session.duration)
         access_log = self.access_log
         if access_log is not None:
-            access_log.write(session_line(session, timestamp()))
+            access_log.write(session_line(session, time()))
