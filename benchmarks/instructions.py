@@ -9,7 +9,8 @@ start-up excluded. Use it to compare two versions of the hot path; it is not par
     python benchmarks/instructions.py [http|ws] [N]
 
 The access log is off; FASTGW_INSTR_ACCESS_LOG=on writes it to a file (its cost is the
-difference).
+difference). FASTGW_INSTR_REWRITE=on gives the rule a rewrite rule set of three rules (a request
+header from a variable, one from a condition's capture, a response header set and one deleted).
 """
 
 from __future__ import annotations
@@ -89,6 +90,25 @@ def ws_load(port: int, n: int) -> None:
         s.close()
 
 
+REWRITE = """rewrite_rule_set = "bench"
+[[rewrite_rule_sets]]
+name = "bench"
+  [[rewrite_rule_sets.rules]]
+  name = "port"
+  sequence = 1
+  request_headers = { "X-Client-Port" = "{var_client_port}" }
+  [[rewrite_rule_sets.rules]]
+  name = "section"
+  sequence = 2
+  conditions = [ { variable = "uri_path", pattern = "^/(\\\\w+)" } ]
+  request_headers = { "X-Section" = "{var_uri_path_1}" }
+  [[rewrite_rule_sets.rules]]
+  name = "response"
+  sequence = 3
+  response_headers = { "X-Frame-Options" = "DENY", "Server" = "" }
+"""
+
+
 def run(kind: str, n: int) -> int:
     backend, backend_port = echo_backend()
     port = free_port()
@@ -115,7 +135,7 @@ name = "r"
 listener = "l"
 backend_pool = "p"
 backend_settings = "s"
-""")
+{REWRITE if os.environ.get("FASTGW_INSTR_REWRITE") == "on" else ""}""")
         out = work / "callgrind.out"
         fastgw = ROOT / ".venv" / "bin" / "fastgw"
         env = dict(os.environ, FASTGW_METRICS_INTERVAL="100000")  # no periodic work in the count

@@ -207,7 +207,7 @@ cdef int _text(str value) except -1:
     cdef Py_ssize_t i, n
     cdef int kind
     cdef void* data
-    cdef Py_UCS4 c
+    cdef unsigned int c  # a code point (not Py_UCS4, which Cython treats as a character)
     cdef char* out
     if PyUnicode_IS_ASCII(value):
         return _latin1(<const unsigned char*>PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value))
@@ -215,7 +215,7 @@ cdef int _text(str value) except -1:
     data = PyUnicode_DATA(value)
     n = PyUnicode_GET_LENGTH(value)
     for i in range(n):
-        c = PyUnicode_READ(kind, data, i)
+        c = <unsigned int>PyUnicode_READ(kind, data, i)
         _reserve(6)
         out = _buf + _len
         if c < 0x20 or c == 0x22 or c == 0x5C:

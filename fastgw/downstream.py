@@ -40,7 +40,7 @@ from fastgw.config import GatewayConfig
 from fastgw.contracts import ClientSide, ConnectionHost, Exchange, Recorder
 from fastgw.errors import HandshakeError, RequestError
 from fastgw.http1 import RequestHead, analyse_request
-from fastgw.local import LocalAnswer
+from fastgw.local import LocalAnswer, gateway_answer, next_request_id
 from fastgw.timeouts import NEVER
 
 
@@ -80,8 +80,9 @@ class ClientConnection(ClientSide):
                  "keepalive_timeout", "max_header_size", "keepalive_token", "__weakref__")
 
     def __init__(self, host: ConnectionHost, recorder: Recorder, limits: GatewayConfig,
-                 loop: Any, socket_key: tuple[str, int], tls: bool):
+                 loop: Any, socket_key: tuple[str, int], tls: bool, pages: Any = None):
         self.host = host
+        self.pages = pages  # local.ErrorPages, shared by the gateway's connections
         self.recorder = recorder
         self.loop = loop
         self.clock = loop.time  # the loop's clock, bound once (read several times a request)
@@ -400,6 +401,8 @@ class ClientConnection(ClientSide):
             ex.on_deadline()  # the answer in flight: backend timeout
             return
         if self.in_head:
-            log.event(log.INFO, "header_timeout", client=self.peer_ip)
-            self.write(http1.simple_response(408, keep_alive=False))
+            request_id = next_request_id()
+            log.event(log.INFO, "header_timeout", client=self.peer_ip,
+                      transaction_id=request_id.decode())
+            self.write(gateway_answer(self, None, None, 408, "", request_id, keep_alive=False))
         self.close()

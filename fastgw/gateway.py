@@ -34,6 +34,7 @@ from fastgw.downstream import CLOSING, RELAYING, ClientConnection
 from fastgw.errors import ConfigError
 from fastgw.health import HealthChecker, backend_health
 from fastgw.listener import bind_socket
+from fastgw.local import ErrorPages
 from fastgw.logfile import LogFile
 from fastgw.metrics import Metrics
 from fastgw.recorder import GatewayRecorder
@@ -62,6 +63,8 @@ def build_backends(config: Config, old: dict[tuple[str, str], Backend]
     probes = {p.name: p for p in config.probes}
     backends: dict[tuple[str, str], Backend] = {}
     removed: list[Endpoint] = []
+    # One session count per settings name, across pools and reloads (max_sessions).
+    counts = {b.settings.name: b.sessions for b in old.values()}
     for pool_name, settings_name in backend_pairs(config):
         pool, settings = config.pool(pool_name), config.settings(settings_name)
         probe = probes[settings.probe] if settings.probe else None
@@ -70,6 +73,8 @@ def build_backends(config: Config, old: dict[tuple[str, str], Backend]
             backend = Backend(pool, settings, probe)
         else:
             removed += backend.update(pool, settings, probe)
+        backend.sessions = counts.setdefault(settings_name, backend.sessions)
+        backend.sessions.limit = settings.max_sessions
         backends[(pool_name, settings_name)] = backend
     for key, backend in old.items():
         if key not in backends:
@@ -88,6 +93,8 @@ class Gateway:
         self.stopped = asyncio.Event()
         self.stats = Stats()
         self.router = Router(config)
+        self.pages = ErrorPages()
+        self.pages.load(config, self.router)
         self.backends, _ = build_backends(config, {})
         self.sweeper = Sweeper(self.loop)
         self.services = Services(config, self.stats, self.loop)
@@ -164,7 +171,7 @@ class Gateway:
     def _connection(self, key: tuple[str, int], tls: bool) -> ClientConnection:
         # The limits of the configuration current when the connection is accepted.
         conn = ClientConnection(self.dispatcher, self.recorder, self.config.gateway, self.loop,
-                                key, tls)
+                                key, tls, self.pages)
         self.dispatcher.admit(conn)
         return conn
 
@@ -231,8 +238,10 @@ class Gateway:
         """Serve `new` from now on. Connections, sessions and the health of servers that are
         still configured are kept; servers no longer configured drain."""
         old_keys = set(self.router.socket_keys())
+        router = Router(new)
+        self.pages.load(new, router)  # first: a page that cannot be read leaves all as it was
         self.config = new
-        self.router = Router(new)
+        self.router = router
         self.backends, removed = build_backends(new, self.backends)
         self.dispatcher.configure(new, self.router, self.backends)
         dispatcher = self.dispatcher

@@ -33,7 +33,7 @@ import sys
 COMPILED = (
     "contracts", "http1", "downstream", "upstream", "proxy", "wsproxy", "handshake", "relay",
     "local", "routing", "balancer", "backends", "affinity", "stats", "timeouts", "services",
-    "recorder", "dispatch", "accesslog", "logfile", "acceptor",
+    "recorder", "dispatch", "accesslog", "logfile", "acceptor", "rewrite",
 )
 
 # The `.pyx` engines, each with a separate twin fastgw/<name>_py.py and a selector module that

@@ -10,7 +10,7 @@ which the gateway closes on shutdown or when their server drains.
 from __future__ import annotations
 
 from time import time
-from typing import Any
+from typing import Any, cast
 
 from fastgw.accesslog import request_line, session_line
 from fastgw.contracts import ClientSide, Exchange, Recorder
@@ -18,6 +18,7 @@ from fastgw.http1 import STATUS_CLASSES, status_class_index
 from fastgw.logfile import LogFile
 from fastgw.routing import Router
 from fastgw.stats import Stats, close_code_label
+from fastgw.wsproxy import WebSocketExchange, release_session
 
 
 class GatewayRecorder(Recorder):
@@ -48,6 +49,8 @@ class GatewayRecorder(Recorder):
         if ex.handshake:
             outcome = "101" if status == 101 else "timeout" if status == 504 else labels[3]
             stats.upgrades[(outcome,)] += 1
+            if ex.upgrading and status != 101:  # a WebSocketExchange that got no session
+                release_session(cast(WebSocketExchange, ex))
         access_log = self.access_log
         if access_log is not None:
             head = ex.head
@@ -67,6 +70,7 @@ class GatewayRecorder(Recorder):
 
     def session_ended(self, session: Any) -> None:
         self.sessions.discard(session)
+        release_session(session.exchange)
         stats = self.stats
         stats.closes[(close_code_label(session.close_code), session.closed_by or "unknown")] += 1
         for i, pump in enumerate(session.pumps):
