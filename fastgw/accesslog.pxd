@@ -8,5 +8,3 @@ cpdef bytes request_line(double now, bint handshake, str peer_ip, object peer_po
                          RequestHead head, int status, Py_ssize_t received_body, Py_ssize_t sent,
                          double taken, tuple labels, object settings, str server, object latency,
                          bytes request_id, str error)
-
-cpdef bytes session_line(object session, double now)

@@ -7,8 +7,9 @@ host, originalHost, listenerName, ruleName, backendPoolName, backendSettingName,
 serverStatus, serverResponseLatency, transactionId, ...). Times are in seconds. Each record sits in
 the log envelope (log.py): `time` (equal to the record's own `timeStamp`), `level`, `log`.
 
-This module picks a record's values out of the request, the route and the session; the line
-itself is written by the line writer (fastgw/logline.py: a Cython engine with a pure-Python
+This module picks a request record's values out of the request and the route (a session's are
+picked by recorder.py, which knows the session's type); the line itself is written by the line
+writer (fastgw/logline.py: a Cython engine with a pure-Python
 twin), field by field into one buffer, as bytes ready for the file.
 """
 
@@ -18,7 +19,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from fastgw.logline import request_line as _request_line
-from fastgw.logline import session_line as _session_line
 from fastgw.logline import timestamp as _timestamp
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,22 +63,3 @@ def request_line(now: float, handshake: bool, peer_ip: str, peer_port: int, tls:
     return _request_line(now, handshake, peer_ip, peer_port, tls, method, uri, agent, version,
                          status, received, sent, taken, host, original_host, labels[0],
                          labels[1], labels[2], settings_name, server, latency, request_id, error)
-
-
-def session_line(session: Any, now: float) -> bytes:
-    """The JSON line of a WebSocket session's `session-end` record (relay.WebSocketSession; the
-    same values as its summary())."""
-    client = session.client
-    exchange = session.exchange
-    endpoint = session.endpoint
-    from_client, from_backend = session.pumps
-    c = from_client.scanner
-    b = from_backend.scanner
-    code = session.close_code
-    return _session_line(
-        now, client.peer_ip, client.peer_port, exchange.head.original_url,
-        exchange.route.listener.name, session.route.rule.name, endpoint.backend.pool.name,
-        exchange.backend.settings.name, endpoint.name, exchange.request_id,
-        round(session.duration, 3), code if code is not None else 1005,
-        session.closed_by or "unknown", session.close_reason or "", c.frames,
-        from_client.bytes_in, b.frames, from_backend.bytes_in, c.messages, b.messages)
