@@ -10,7 +10,7 @@ newline, UTF-8. `now` is seconds since the epoch (time.time()): the record's `ti
 
 from typing import Any
 
-__all__ = ["timestamp", "request_line", "session_line"]
+__all__ = ["timestamp", "request_line", "session_line", "transaction_id"]
 
 
 def timestamp(now: float) -> str:
@@ -34,3 +34,10 @@ def session_line(now: float, client_ip: str, client_port: int, uri: bytes, liste
                  client_frames: int, client_bytes: int, backend_frames: int, backend_bytes: int,
                  client_messages: int, backend_messages: int) -> bytes:
     """The `session-end` record of one WebSocket session."""
+
+
+def transaction_id() -> bytes:
+    """The next transaction id of this process (X-Request-Id, the access log's transactionId,
+    error pages): 32 hex digits, a random per-process prefix and a counter, unique without a
+    system call per request. Here because it is built per request like a line: `bytes % int`
+    costs about 1.4 k instructions, the C engine a few dozen."""

@@ -21,6 +21,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.stdlib cimport realloc
 from libc.string cimport memcpy
 
+import os
+
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object)
@@ -38,7 +40,7 @@ cdef extern from "<time.h>" nogil:
     size_t strftime(char* s, size_t maxsize, const char* fmt, const tm* t)
 
 
-__all__ = ["timestamp", "request_line", "session_line"]
+__all__ = ["timestamp", "request_line", "session_line", "transaction_id"]
 
 # The line being built: one buffer for the process, grown as needed (the loop's thread builds
 # one line at a time, under the GIL).
@@ -51,6 +53,12 @@ cdef long long _second = -1
 cdef char _second_text[32]
 
 cdef const char* _HEX = b"0123456789abcdef"
+
+# Transaction ids: 16 hex digits of a random per-process prefix, then a counter in 16 more.
+cdef char _id[32]
+cdef unsigned long long _id_next = 1
+_ID_PREFIX = os.urandom(8).hex().encode("ascii")
+memcpy(_id, PyBytes_AS_STRING(_ID_PREFIX), 16)
 
 
 cdef int _reserve(Py_ssize_t extra) except -1:
@@ -384,3 +392,15 @@ def session_line(double now, str client_ip, long long client_port, bytes uri, st
     _int(backend_messages)
     _lit(b'}')
     return _take()
+
+
+def transaction_id():
+    """The next transaction id of this process (see _logline.pyi)."""
+    global _id_next
+    cdef unsigned long long n = _id_next
+    cdef int i
+    _id_next = n + 1
+    for i in range(31, 15, -1):
+        _id[i] = _HEX[n & 15]
+        n >>= 4
+    return PyBytes_FromStringAndSize(_id, 32)

@@ -8,11 +8,13 @@ line is encoded.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import time
 from typing import Any
 
-__all__ = ["timestamp", "request_line", "session_line"]
+__all__ = ["timestamp", "request_line", "session_line", "transaction_id"]
 
 # (second, its text): formatted once per second.
 _second: tuple[int, str] = (-1, "")
@@ -93,3 +95,11 @@ def session_line(now: float, client_ip: str, client_port: int, uri: bytes, liste
         f'"clientBytes":{client_bytes},"backendFrames":{backend_frames},'
         f'"backendBytes":{backend_bytes},"clientMessages":{client_messages},'
         f'"backendMessages":{backend_messages}}}')
+
+
+_ID_PREFIX = os.urandom(8).hex().encode()
+_id_counter = itertools.count(1)
+
+
+def transaction_id() -> bytes:
+    return b"%s%016x" % (_ID_PREFIX, next(_id_counter))

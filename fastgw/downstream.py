@@ -40,7 +40,8 @@ from fastgw.config import GatewayConfig
 from fastgw.contracts import ClientSide, ConnectionHost, Exchange, Recorder
 from fastgw.errors import HandshakeError, RequestError
 from fastgw.http1 import RequestHead, analyse_request
-from fastgw.local import LocalAnswer, gateway_answer, next_request_id
+from fastgw.local import LocalAnswer, gateway_answer
+from fastgw.logline import transaction_id
 from fastgw.timeouts import NEVER
 
 
@@ -403,7 +404,7 @@ class ClientConnection(ClientSide):
             ex.on_deadline()  # the answer in flight: backend timeout
             return
         if self.in_head:
-            request_id = next_request_id()
+            request_id = transaction_id()
             log.event(log.INFO, "header_timeout", client=self.peer_ip,
                       transaction_id=request_id.decode())
             self.write(gateway_answer(self, None, None, 408, "", request_id, keep_alive=False))

@@ -10,27 +10,17 @@ preflight.py for `fastgw check`): `{status}` is substituted then, `{transaction_
 from __future__ import annotations
 
 import html
-import itertools
-import os
 from typing import TYPE_CHECKING, Any, cast
 
 from fastgw import http1
 from fastgw.config import item_key
 from fastgw.contracts import ClientSide, Exchange
 from fastgw.errors import ConfigError
+from fastgw.logline import transaction_id
 
 if TYPE_CHECKING:  # pragma: no cover
     from fastgw.config import Config, RuleConfig
     from fastgw.routing import Route, Router
-
-# Transaction ids (X-Request-Id, access log, error pages): a random per-process prefix and a
-# counter, unique without a system call per request.
-_ID_PREFIX = os.urandom(8).hex().encode()
-_id_counter = itertools.count(1)
-
-
-def next_request_id() -> bytes:
-    return b"%s%016x" % (_ID_PREFIX, next(_id_counter))
 
 
 MAX_PAGE_SIZE = 64 * 1024
@@ -157,7 +147,7 @@ class LocalAnswer(Exchange):
                  body: str = "", *, headers: tuple = (), keep: bool = True, route=None):
         self.begin(head, route, None)
         # The transaction id of the access log record, and of the error page if there is one.
-        self.request_id = (head.request_id if head is not None else None) or next_request_id()
+        self.request_id = (head.request_id if head is not None else None) or transaction_id()
         self.client = client
         self.status = status
         self.body = body

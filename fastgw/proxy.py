@@ -54,7 +54,8 @@ from fastgw.http1 import (
     response_framing,
     response_version,
 )
-from fastgw.local import gateway_answer, next_request_id
+from fastgw.local import gateway_answer
+from fastgw.logline import transaction_id
 from fastgw.rewrite import apply_headers, rewrite_response
 from fastgw.upstream import IDLE_TIMEOUT, UpstreamConnection, connect
 
@@ -132,7 +133,7 @@ class HttpExchange(ProxiedExchange):
         self.affinity = (affinity.requested(head.fields.get(b"cookie"), settings.affinity_cookie_name)
                          if settings.cookie_affinity else None)
         # The transaction id of the access log; sent as X-Request-Id unless the client sent one.
-        self.request_id = head.request_id or next_request_id()
+        self.request_id = head.request_id or transaction_id()
         self.waf: Any = None  # the listener's fastgw.waf.Waf, while the request waits for it
         self.out: list[bytes] = []  # response bytes for the client, written once per backend read
         self.upstream_started = 0.0

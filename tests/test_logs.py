@@ -193,6 +193,12 @@ def test_timestamp(line_engine, t):
     assert TIME.match(accesslog.timestamp())
 
 
+def test_transaction_ids_are_a_process_prefix_and_a_counter(line_engine):
+    first, second = line_engine.transaction_id(), line_engine.transaction_id()
+    assert re.fullmatch(rb"[0-9a-f]{32}", first) and first[:16] == second[:16]
+    assert int(second[16:], 16) == int(first[16:], 16) + 1
+
+
 # -- the batched writer ------------------------------------------------------------------------
 
 
