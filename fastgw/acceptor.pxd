@@ -3,6 +3,17 @@
 cimport cython
 from fastgw.stats cimport Stats
 
+cdef class Acceptor
+
+cdef class Driven:
+    cdef public object coro, owner
+
+cdef class Accepted:
+    cdef public int fd, family, type
+    cdef public Acceptor acceptor
+    cdef public object protocol
+    cdef public bint taken
+
 cdef class Acceptor:
     cdef public object loop, sock, family, factory, failed, ssl, name
     cdef public Stats stats
@@ -11,9 +22,8 @@ cdef class Acceptor:
     cdef public bint closed
     cdef public Py_ssize_t batch
     cdef public double handshake_timeout
+    cdef public bint stand_in
 
     cdef _update(self)
-    @cython.locals(made=list, batch=Py_ssize_t)
+    @cython.locals(batch=Py_ssize_t, accepted=Accepted)
     cpdef _ready(self)
-    cpdef _make(self, list made)
-    cpdef _failed(self, list made)
