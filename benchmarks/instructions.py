@@ -47,8 +47,11 @@ def wait_port(port: int, timeout: float = 120.0) -> None:
     raise TimeoutError(port)
 
 
+sys.path.insert(0, str(ROOT))
+from benchmarks.e2e.proxies import REWRITE_SET  # noqa: E402  (a script: the repository's path)
+
+
 def echo_backend() -> tuple[subprocess.Popen, int]:
-    sys.path.insert(0, str(ROOT))
     from benchmarks.e2e.build import build  # type: ignore
     tools = build()
     proc = subprocess.Popen([str(tools["wsecho"]), "-p", "0"], stdout=subprocess.PIPE, text=True)
@@ -90,23 +93,6 @@ def ws_load(port: int, n: int) -> None:
         s.close()
 
 
-REWRITE = """rewrite_rule_set = "bench"
-[[rewrite_rule_sets]]
-name = "bench"
-  [[rewrite_rule_sets.rules]]
-  name = "port"
-  sequence = 1
-  request_headers = { "X-Client-Port" = "{var_client_port}" }
-  [[rewrite_rule_sets.rules]]
-  name = "section"
-  sequence = 2
-  conditions = [ { variable = "uri_path", pattern = "^/(\\\\w+)" } ]
-  request_headers = { "X-Section" = "{var_uri_path_1}" }
-  [[rewrite_rule_sets.rules]]
-  name = "response"
-  sequence = 3
-  response_headers = { "X-Frame-Options" = "DENY", "Server" = "" }
-"""
 
 
 def run(kind: str, n: int) -> int:
@@ -135,7 +121,7 @@ name = "r"
 listener = "l"
 backend_pool = "p"
 backend_settings = "s"
-{REWRITE if os.environ.get("FASTGW_INSTR_REWRITE") == "on" else ""}""")
+{REWRITE_SET if os.environ.get("FASTGW_INSTR_REWRITE") == "on" else ""}""")
         out = work / "callgrind.out"
         fastgw = ROOT / ".venv" / "bin" / "fastgw"
         env = dict(os.environ, FASTGW_METRICS_INTERVAL="100000")  # no periodic work in the count

@@ -11,7 +11,7 @@ cdef class Driven:
 cdef class Accepted:
     cdef public int fd, family, type
     cdef public Acceptor acceptor
-    cdef public object protocol
+    cdef public object client, protocol
     cdef public bint taken
 
 cdef class Acceptor:
@@ -22,8 +22,11 @@ cdef class Acceptor:
     cdef public bint closed
     cdef public Py_ssize_t batch
     cdef public double handshake_timeout
+    cdef public object gate
     cdef public bint stand_in
 
     cdef _update(self)
-    @cython.locals(batch=Py_ssize_t, accepted=Accepted)
+    @cython.locals(batch=Py_ssize_t)
     cpdef _ready(self)
+    @cython.locals(accepted=Accepted)
+    cpdef connect(self, object conn, object client)

@@ -27,6 +27,7 @@ neither cost. Other loops keep the descriptor's socket object and get a `socket.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import os
 import socket
@@ -89,13 +90,14 @@ class Accepted:
     uvloop's connect_accepted_socket takes (see the module docstring), the protocol factory
     (calling it makes the protocol), and the owner of the coroutine that makes its transport."""
 
-    __slots__ = ("fd", "family", "type", "acceptor", "protocol", "taken")
+    __slots__ = ("fd", "family", "type", "acceptor", "client", "protocol", "taken")
 
-    def __init__(self, fd: int, family: int, acceptor: Acceptor):
+    def __init__(self, fd: int, family: int, acceptor: Acceptor, client: tuple | None):
         self.fd = fd
         self.family = family
         self.type = socket.SOCK_STREAM
         self.acceptor = acceptor
+        self.client = client  # Acceptor.connect's
         self.protocol: Any = None
         self.taken = False  # uvloop has the descriptor: libuv closes it
 
@@ -109,7 +111,12 @@ class Accepted:
             os.close(self.fd)
 
     def __call__(self) -> Any:
-        protocol = self.protocol = self.acceptor.factory()
+        acceptor = self.acceptor
+        protocol = self.protocol = acceptor.factory()
+        client = self.client
+        if client is not None:
+            protocol.peer_ip, protocol.peer_port = client
+            protocol.gate = acceptor.gate  # told when the connection ends (per-client counts)
         return protocol
 
     def coro_done(self, result: Any) -> None:
@@ -121,12 +128,15 @@ class Accepted:
         if self.protocol is not None:
             self.acceptor.failed(self.protocol)
             self.protocol = None
+        elif self.client is not None:
+            self.acceptor.gate.closed(self.client[0])
+            self.client = None
 
 
 class Acceptor:
     __slots__ = ("loop", "sock", "family", "factory", "failed", "ssl", "name", "stats", "reading",
                  "paused", "exhausted_until", "warned_at", "closed", "batch", "handshake_timeout",
-                 "stand_in")
+                 "gate", "stand_in")
 
     def __init__(self, loop: Any, sock: socket.socket, factory: Callable[[], Any],
                  failed: Callable[[Any], None], ssl: Any, name: str, stats: Stats,
@@ -150,6 +160,9 @@ class Acceptor:
         self.warned_at = 0.0
         self.closed = False
         self.batch = 1  # accept() calls per readable event (see MAX_BATCH)
+        # clientgate.ClientGate, or None: PROXY protocol and per-client limits look at each
+        # accepted socket first, then call connect() (or close it).
+        self.gate: Any = None
         # uvloop takes an Accepted for the descriptor (see the module docstring).
         self.stand_in = type(loop).__module__.startswith("uvloop")
         sock.setblocking(False)
@@ -191,7 +204,7 @@ class Acceptor:
                 return  # paused by the connection just accepted
             try:
                 # The C-level accept: (fd, address), without socket.py's Python wrapper.
-                fd, _ = self.sock._accept()  # type: ignore[attr-defined]
+                fd, address = self.sock._accept()  # type: ignore[attr-defined]
             except BlockingIOError:
                 if batch > 1:
                     self.batch = batch // 2
@@ -203,23 +216,33 @@ class Acceptor:
                     self._exhausted(exc)
                     return
                 raise
-            accepted = Accepted(fd, self.family, self)
-            conn: Any = accepted if self.stand_in else socket.socket(
-                self.family, socket.SOCK_STREAM, 0, fd)
-            try:
-                if self.ssl is None:
-                    coro = self.loop.connect_accepted_socket(accepted, conn)
-                else:
-                    coro = self.loop.connect_accepted_socket(
-                        accepted, conn, ssl=self.ssl,
-                        ssl_handshake_timeout=self.handshake_timeout)
-                Driven(coro, accepted)()
-            except Exception as exc:  # e.g. uvloop could not make a transport of it
-                conn.close()  # (an Accepted whose descriptor libuv took leaves it to libuv)
-                accepted.coro_failed(exc)
-                log.event(log.WARNING, "accept_failed", listener=self.name, error=repr(exc))
+            if self.gate is not None:
+                self.gate.accepted(_socket.socket(self.family, socket.SOCK_STREAM, 0, fd), address)
+            elif self.stand_in:
+                self.connect(Accepted(fd, self.family, self, None), None)
+            else:
+                self.connect(socket.socket(self.family, socket.SOCK_STREAM, 0, fd), None)
         if batch < MAX_BATCH:
             self.batch = batch * 2  # every call found a connection: more are probably queued
+
+    def connect(self, conn: Any, client: tuple | None) -> None:
+        """Make the transport (and its protocol) of an accepted connection: `conn` is its
+        socket, or its Accepted (see the module docstring). `client`: the address the gate
+        admitted (the PROXY source, or the peer), which the protocol takes as its client
+        address; None without a gate."""
+        accepted = conn if isinstance(conn, Accepted) else Accepted(conn.fileno(), self.family,
+                                                                    self, client)
+        try:
+            if self.ssl is None:
+                coro = self.loop.connect_accepted_socket(accepted, conn)
+            else:
+                coro = self.loop.connect_accepted_socket(
+                    accepted, conn, ssl=self.ssl, ssl_handshake_timeout=self.handshake_timeout)
+            Driven(coro, accepted)()
+        except Exception as exc:  # e.g. uvloop could not make a transport of it
+            conn.close()  # (an Accepted whose descriptor libuv took leaves it to libuv)
+            accepted.coro_failed(exc)
+            log.event(log.WARNING, "accept_failed", listener=self.name, error=repr(exc))
 
     def _exhausted(self, exc: OSError) -> None:
         """Out of descriptors (or kernel memory): wait in the backlog, try again shortly."""

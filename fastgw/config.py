@@ -81,6 +81,16 @@ class ListenerConfig:
     client_ca: str | None = None  # https: mutual TLS, a PEM CA bundle (absolute path)
     client_verify: str = "off"  # "required" | "optional" | "off"
     error_pages: tuple[tuple[int, str], ...] = ()  # override [gateway] error_pages per status
+    proxy_protocol: bool = False  # a PROXY protocol v1/v2 header precedes HTTP or TLS
+    proxy_protocol_from: tuple[str, ...] = ()  # CIDRs of the peers that may send it; () = any
+    max_connections_per_ip: int = 0  # 0 = none
+    requests_per_ip: int = 0  # requests and handshakes per rate_window; 0 = none
+    rate_window: float = 60.0
+
+
+# The keys that act before the Host header picks a listener: listeners sharing a socket share them.
+SOCKET_KEYS = ("proxy_protocol", "proxy_protocol_from", "max_connections_per_ip",
+               "requests_per_ip", "rate_window")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -660,6 +670,19 @@ class _Parser:
         waf_raw = t._get("waf", False)[1]
         waf = self.waf(_Table(self.problems, t.key("waf"), waf_raw, _keys(WafConfig))) \
             if waf_raw is not None else None
+        proxy_protocol = t.bool("proxy_protocol", False)
+        proxy_from = []
+        for i, cidr in enumerate(t.list("proxy_protocol_from", str) or ()):
+            try:
+                proxy_from.append(str(ipaddress.ip_network(cidr, strict=False)))
+            except ValueError:
+                t.problems.add(f"{t.key('proxy_protocol_from')}[{i}]",
+                               f"{cidr!r} is not an address range (e.g. 10.0.0.0/8, ::1/128)")
+        if proxy_from and not proxy_protocol:
+            t.bad("proxy_protocol_from", "only applies with proxy_protocol = true")
+        per_ip = t.int("max_connections_per_ip", 0, 0, 10_000_000)
+        rate = t.int("requests_per_ip", 0, 0, 1_000_000_000)
+        window = t.duration("rate_window", 60.0, 0.001)
         error_pages = self.error_pages(t)
         t.finish()
         if name is None or port is None or bind is None or protocol is None:
@@ -670,6 +693,8 @@ class _Parser:
             private_key=self.path(private_key) if private_key else None,
             waf=waf, client_ca=self.path(client_ca) if client_ca else None,
             client_verify=client_verify or "off", error_pages=error_pages,
+            proxy_protocol=proxy_protocol, proxy_protocol_from=tuple(proxy_from),
+            max_connections_per_ip=per_ip or 0, requests_per_ip=rate or 0, rate_window=window,
         )
 
     def error_pages(self, t: _Table) -> tuple[tuple[int, str], ...]:
@@ -1104,6 +1129,12 @@ class _Parser:
                     add(f"{key}.client_verify",
                         f"port {port} has client_verify = {listener_list[j].client_verify!r} for "
                         f"listener {listener_list[j].name!r}; listeners sharing a port share it")
+                for socket_key in SOCKET_KEYS:
+                    # They act before the Host header says which listener a request is for.
+                    if getattr(lst, socket_key) != getattr(listener_list[j], socket_key):
+                        add(f"{key}.{socket_key}",
+                            f"differs from listener {listener_list[j].name!r} on port {port}; "
+                            "listeners sharing a port share it")
                 if not lst.host_names:
                     if lst.bind in basic_at:
                         add(f"{key}.host_names",

@@ -19,6 +19,7 @@ cdef class Dispatcher(ConnectionHost):
     cdef public object control
 
     cpdef admit(self, object client)
+    @cython.locals(retry=Py_ssize_t)
     cpdef Exchange start_exchange(self, ClientSide client, RequestHead head)
     cpdef bint connection_opened(self, object client)
     cpdef connection_closed(self, object client)
@@ -27,6 +28,8 @@ cdef class Dispatcher(ConnectionHost):
     cdef Exchange _session(self, ClientSide client, RequestHead head, object route, object offer,
                            Backend backend, Request source)
     cdef Exchange _refuse(self, ClientSide client, RequestHead head, object route, object exc)
+    cdef Exchange _too_many(self, ClientSide client, RequestHead head, object gate,
+                            Py_ssize_t retry)
     cdef Exchange _redirect(self, ClientSide client, RequestHead head, object route, bint keep)
     @cython.locals(ruleset=RuleSet, source=Request, plan=RequestPlan)
     cdef Exchange _rewritten(self, ClientSide client, RequestHead head, object route, object offer)

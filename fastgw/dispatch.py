@@ -13,6 +13,9 @@
   makes them after the WAF has inspected the request as the client sent it.
 * `connection_opened` / `connection_closed`: the set of open client connections, whose deadlines
   the Sweeper checks; once the gateway stops, new connections are refused.
+* Per-client limits (clientgate.py): a connection whose socket has a gate tells it when it
+  closes, and each of its requests and handshakes is first checked against requests_per_ip
+  (429 with Retry-After, RFC 6585 section 4).
 * `admit`: a connection was just accepted. At `limit` open connections (`[gateway]
   max_connections`) it tells its `AcceptControl` to stop accepting, and to resume once one
   has closed: new clients wait in the listen backlog meanwhile.
@@ -36,6 +39,7 @@ from fastgw.timeouts import Sweeper
 from fastgw.wsproxy import WebSocketExchange
 
 NOT_FOUND = "404 Not Found\nno rule matches this request\n"
+TOO_MANY = "429 Too Many Requests\nrequests_per_ip exceeded for this client\n"
 # Retry-After of the 503 beyond max_sessions (RFC 9110 section 10.2.3): sessions come and go
 # within seconds under load; a client that retries sooner would only be refused again.
 SESSIONS_RETRY_AFTER = "5"
@@ -78,6 +82,11 @@ class Dispatcher(ConnectionHost):
     # -- contracts.ConnectionHost ----------------------------------------------------------
 
     def start_exchange(self, client: ClientSide, head: RequestHead) -> Exchange:
+        gate = client.gate
+        if gate is not None and gate.rate is not None:  # requests_per_ip
+            retry = gate.rate.take(client.peer_ip, client.clock())
+            if retry:
+                return self._too_many(client, head, gate, retry)
         if head.upgrade_requested():
             return self._handshake(client, head)
         route = self.router.match(client.socket_key, head.host, head.path())
@@ -165,6 +174,15 @@ class Dispatcher(ConnectionHost):
         return LocalAnswer(client, head, exc.status, f"{exc.status} {exc.reason}\n",
                            headers=exc.headers, keep=False, route=route)
 
+    def _too_many(self, client: ClientSide, head: RequestHead, gate: Any, retry: int
+                  ) -> Exchange:
+        """Over requests_per_ip: 429 (RFC 6585 section 4), the connection closed after it on a
+        handshake; the firewall record carries the answer's transaction id."""
+        answer = LocalAnswer(client, head, 429, TOO_MANY, headers=(("Retry-After", str(retry)),),
+                             keep=not head.upgrade_requested())
+        gate.request_refused(client.peer_ip, client.peer_port, head, answer.request_id, retry)
+        return answer
+
     def _redirect(self, client: ClientSide, head: RequestHead, route: Any, keep: bool
                   ) -> Exchange:
         location = redirect_location(self.config, route.rule, head)
@@ -190,6 +208,10 @@ class Dispatcher(ConnectionHost):
         connections = self.connections
         connections.discard(client)
         self.sweeper.discard(client)
+        gate = client.gate
+        if gate is not None:  # max_connections_per_ip
+            client.gate = None  # its count released once, however the connection ended
+            gate.closed(client.peer_ip)
         if not self.accepting and len(connections) < self.limit and not self.stopping:
             self.accepting = True
             self.control.resume_accepting()

@@ -102,8 +102,9 @@ class ClientConnection(ClientSide):
         self.parsing: Exchange | None = None  # the exchange whose request is being read
         self.write_paused = False
         self.pause_reasons: dict[object, int] = {}
-        self.peer_ip = ""
+        self.peer_ip = ""  # set before connection_made when a PROXY header named the client
         self.peer_port = 0
+        self.gate: Any = None
         self.deadline_at = NEVER  # checked by the gateway's Sweeper (timeouts.py)
         self.in_head = False
         self.head_bytes = 0
@@ -123,9 +124,10 @@ class ClientConnection(ClientSide):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple):
-            self.peer_ip, self.peer_port = peer[0], peer[1]
+        if not self.peer_ip:
+            peer = transport.get_extra_info("peername")
+            if isinstance(peer, tuple):
+                self.peer_ip, self.peer_port = peer[0], peer[1]
         # TCP_NODELAY: uvloop and asyncio set it on every TCP transport already.
         if self.proto == b"https":
             ssl_object = transport.get_extra_info("ssl_object")

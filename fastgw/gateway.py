@@ -27,6 +27,7 @@ import signal
 from fastgw import admin, capacity, log, preflight
 from fastgw.acceptor import Acceptor
 from fastgw.backends import DRAINING, Backend, Endpoint
+from fastgw.clientgate import ClientGate, wants_gate
 from fastgw.closepolicy import Ending
 from fastgw.config import Config
 from fastgw.dispatch import Dispatcher
@@ -161,12 +162,30 @@ class Gateway:
                                 self.dispatcher.connection_closed,
                                 self.services.listener_tls(key) if tls else None,
                                 f"{bind}:{port}", self.stats, self.config.gateway.header_timeout)
+            self._gate(acceptor, key)
             if self.dispatcher.accepting:
                 acceptor.start()
             self.acceptors[key] = acceptor
             log.event(log.INFO, "listening", address=f"{bind}:{port}",
                       protocol="https" if tls else "http",
                       listeners=[x.name for x in self.config.listeners if (x.bind, x.port) == key])
+
+    def _gate(self, acceptor: Acceptor, key: tuple[str, int]) -> None:
+        """The socket's PROXY protocol and per-client limits (clientgate.py), as configured now:
+        none at all costs its connections nothing."""
+        listener = next(x for x in self.config.listeners if (x.bind, x.port) == key)
+        gate = acceptor.gate
+        if not wants_gate(listener):
+            if gate is not None:
+                gate.close()
+            acceptor.gate = None  # connections still open keep theirs, to release their counts
+        elif gate is None:
+            gate = ClientGate(self.loop, self.stats, self.sweeper, acceptor.name, listener,
+                              self.config.gateway.header_timeout, self.services)
+            gate.connect = acceptor.connect
+            acceptor.gate = gate
+        else:
+            gate.configure(listener, self.config.gateway.header_timeout)
 
     def _connection(self, key: tuple[str, int], tls: bool) -> ClientConnection:
         # The limits of the configuration current when the connection is accepted.
@@ -195,6 +214,8 @@ class Gateway:
         self.dispatcher.stopping = True
         for acceptor in self.acceptors.values():
             acceptor.close()
+            if acceptor.gate is not None:
+                acceptor.gate.close()
         self.health.stop()
         gw = self.config.gateway
         longest_drain = 0.0
@@ -260,6 +281,10 @@ class Gateway:
             acceptor = self.acceptors.pop(key, None)
             if acceptor is not None:
                 acceptor.close()
+                if acceptor.gate is not None:
+                    acceptor.gate.close()
+        for key, acceptor in self.acceptors.items():
+            self._gate(acceptor, key)
         await self._open_listeners()
         log.event(log.INFO, "reloaded", config=new.source, removed_servers=[e.name for e in removed])
 

@@ -3,8 +3,10 @@
 cimport cython
 from fastgw.backends cimport Backend, Endpoint
 from fastgw.contracts cimport ClientSide, Exchange, Recorder
+from fastgw.wsproxy cimport WebSocketExchange
 from fastgw.http1 cimport RequestHead
 from fastgw.logfile cimport LogFile
+from fastgw.relay cimport WebSocketSession
 from fastgw.stats cimport Stats
 
 cdef class GatewayRecorder(Recorder):
@@ -20,3 +22,6 @@ cdef class GatewayRecorder(Recorder):
     cpdef session_started(self, object session)
     @cython.locals(access_log=LogFile)
     cpdef session_ended(self, object session)
+
+@cython.locals(client=ClientSide, exchange=WebSocketExchange, endpoint=Endpoint)
+cdef bytes _session_line(WebSocketSession session, double now)

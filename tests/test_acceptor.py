@@ -79,11 +79,11 @@ def test_driven_gives_the_value_or_the_failure_and_nothing_once_closed():
 
 def test_accepted_closes_its_descriptor_only_until_it_is_handed_over():
     a, b = socket.socketpair()
-    kept = Accepted(a.detach(), socket.AF_UNIX, None)
+    kept = Accepted(a.detach(), socket.AF_UNIX, None, None)
     kept.close()
     with pytest.raises(OSError):
         os.fstat(kept.fd)
-    handed = Accepted(b.detach(), socket.AF_UNIX, None)
+    handed = Accepted(b.detach(), socket.AF_UNIX, None, None)
     assert handed.fileno() == handed.fd and handed.taken
     handed.close()  # libuv owns it now
     os.fstat(handed.fd)

@@ -280,3 +280,25 @@ def test_waf_block_gets_the_custom_403_page_with_the_firewall_transaction_id(bac
         assert not backend.requests
     finally:
         gw.stop()
+
+
+def test_the_waf_sees_the_proxy_protocol_source(backend, tmp_path):
+    import socket
+
+    from fastgw.proxyproto import v2_header
+    port = free_port()
+    gw = GatewayThread(waf_toml(port, [f"127.0.0.1:{backend.port}"], "prevention", tmp_path,
+                                listener_waf="proxy_protocol = true"))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(v2_header(("198.51.100.9", 5002), ("10.0.0.1", 80))
+                      + f"GET /?q={urllib.parse.quote(SQLI)} HTTP/1.1\r\nHost: a\r\n"
+                        "X-Forwarded-For: 6.6.6.6\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 403") and backend.requests == []
+        records = firewall(tmp_path, 1)
+        assert records and {r["clientIp"] for r in records} == {"198.51.100.9"}
+    finally:
+        gw.stop()
