@@ -13,20 +13,27 @@ accepted socket becomes a uvloop transport with `loop.connect_accepted_socket` (
   pauses for EXHAUSTED_PAUSE seconds and then resumes by itself; no busy loop. Each occurrence is
   counted (stats.Stats.accept_errors); a warning is logged at most once a second.
 
-`connect_accepted_socket` is a coroutine; it is driven here without a Task (`drive`): it runs
+`connect_accepted_socket` is a coroutine; it is driven here without a Task (`Driven`): it runs
 to the point where it waits for connection_made (or the TLS handshake), and one done-callback on
 that future finishes it. A Task per connection would cost more than the rest of the accept.
+
+On uvloop the accepted descriptor goes to `connect_accepted_socket` in an `Accepted`, not a
+socket object: uvloop reads a socket's family, type and fileno(), hands the descriptor to libuv
+(which closes it with the transport) and calls close() on the object afterwards. Making a
+socket object costs a getsockname() (CPython validates the descriptor), and uvloop's close()
+of a `_socket.socket` then fails with EBADF (an exception per connection); `Accepted` has
+neither cost. Other loops keep the descriptor's socket object and get a `socket.socket`.
 """
 
 from __future__ import annotations
 
 import _socket
 import errno
+import os
 import socket
 import time
 from asyncio import CancelledError
 from collections.abc import Callable, Coroutine
-from functools import partial
 from typing import Any
 
 from fastgw import log
@@ -44,23 +51,92 @@ EXHAUSTED_PAUSE = 0.25  # seconds without accepting after EMFILE/ENFILE/ENOBUFS/
 _GONE = (errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR)
 
 
-def drive(coro: Coroutine[Any, Any, Any], failed: Callable[[], None]) -> None:
-    """Run a coroutine that only awaits futures, without a Task (see the module docstring);
-    `failed()` if it raises."""
-    try:
-        waiter = coro.send(None)
-    except StopIteration:
-        return
-    except (Exception, CancelledError):  # the connection failed (a TLS handshake): uvloop
-        failed()  # closed it already
-        return
-    waiter.add_done_callback(lambda _: drive(coro, failed))
+class Driven:
+    """Runs a coroutine that only awaits futures, without a Task (see the module docstring):
+    each future it waits for calls this object when done, which resumes it. Its end goes to
+    `owner.coro_done(result)`, a failure to `owner.coro_failed(exc)`. close() abandons it."""
+
+    __slots__ = ("coro", "owner")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], owner: Any):
+        self.coro: Any = coro
+        self.owner = owner
+
+    def __call__(self, _: Any = None) -> None:
+        coro = self.coro
+        if coro is None:
+            return  # closed while it waited
+        try:
+            waiter = coro.send(None)
+        except StopIteration as stop:
+            self.coro = None
+            self.owner.coro_done(stop.value)
+            return
+        except (Exception, CancelledError) as exc:
+            self.coro = None
+            self.owner.coro_failed(exc)
+            return
+        waiter.add_done_callback(self)
+
+    def close(self) -> None:
+        coro = self.coro
+        if coro is not None:
+            self.coro = None
+            coro.close()
+
+
+class Accepted:
+    """An accepted connection until its protocol is connected: the stand-in for its socket that
+    uvloop's connect_accepted_socket takes (see the module docstring), the protocol factory
+    (calling it makes the protocol), and the owner of the coroutine that makes its transport."""
+
+    __slots__ = ("fd", "family", "type", "acceptor", "client", "protocol", "taken")
+
+    def __init__(self, fd: int, family: int, acceptor: Acceptor, client: tuple | None):
+        self.fd = fd
+        self.family = family
+        self.type = socket.SOCK_STREAM
+        self.acceptor = acceptor
+        self.client = client  # Acceptor.connect's
+        self.protocol: Any = None
+        self.taken = False  # uvloop has the descriptor: libuv closes it
+
+    def fileno(self) -> int:
+        self.taken = True  # read only to hand the descriptor to libuv
+        return self.fd
+
+    def close(self) -> None:
+        if not self.taken:
+            self.taken = True
+            os.close(self.fd)
+
+    def __call__(self) -> Any:
+        acceptor = self.acceptor
+        protocol = self.protocol = acceptor.factory()
+        client = self.client
+        if client is not None:
+            protocol.peer_ip, protocol.peer_port = client
+            protocol.gate = acceptor.gate  # told when the connection ends (per-client counts)
+        return protocol
+
+    def coro_done(self, result: Any) -> None:
+        self.protocol = None  # connected: the transport has it
+
+    def coro_failed(self, exc: BaseException) -> None:
+        # The connection failed before its protocol was connected (a TLS handshake): uvloop
+        # closed it already.
+        if self.protocol is not None:
+            self.acceptor.failed(self.protocol)
+            self.protocol = None
+        elif self.client is not None:
+            self.acceptor.gate.closed(self.client[0])
+            self.client = None
 
 
 class Acceptor:
     __slots__ = ("loop", "sock", "family", "factory", "failed", "ssl", "name", "stats", "reading",
                  "paused", "exhausted_until", "warned_at", "closed", "batch", "handshake_timeout",
-                 "gate")
+                 "gate", "stand_in")
 
     def __init__(self, loop: Any, sock: socket.socket, factory: Callable[[], Any],
                  failed: Callable[[Any], None], ssl: Any, name: str, stats: Stats,
@@ -87,6 +163,8 @@ class Acceptor:
         # clientgate.ClientGate, or None: PROXY protocol and per-client limits look at each
         # accepted socket first, then call connect() (or close it).
         self.gate: Any = None
+        # uvloop takes an Accepted for the descriptor (see the module docstring).
+        self.stand_in = type(loop).__module__.startswith("uvloop")
         sock.setblocking(False)
 
     def start(self) -> None:
@@ -138,45 +216,33 @@ class Acceptor:
                     self._exhausted(exc)
                     return
                 raise
-            conn = _socket.socket(self.family, socket.SOCK_STREAM, 0, fd)
-            if self.gate is None:
-                self.connect(conn, None)
+            if self.gate is not None:
+                self.gate.accepted(_socket.socket(self.family, socket.SOCK_STREAM, 0, fd), address)
+            elif self.stand_in:
+                self.connect(Accepted(fd, self.family, self, None), None)
             else:
-                self.gate.accepted(conn, address)
+                self.connect(socket.socket(self.family, socket.SOCK_STREAM, 0, fd), None)
         if batch < MAX_BATCH:
             self.batch = batch * 2  # every call found a connection: more are probably queued
 
     def connect(self, conn: Any, client: tuple | None) -> None:
-        """Make the transport (and its protocol) of an accepted socket. `client`: the address
-        the gate admitted (the PROXY source, or the peer), which the protocol takes as its
-        client address; None without a gate."""
-        made: list = []  # the protocol, once factory() has made it
+        """Make the transport (and its protocol) of an accepted connection: `conn` is its
+        socket, or its Accepted (see the module docstring). `client`: the address the gate
+        admitted (the PROXY source, or the peer), which the protocol takes as its client
+        address; None without a gate."""
+        accepted = conn if isinstance(conn, Accepted) else Accepted(conn.fileno(), self.family,
+                                                                    self, client)
         try:
             if self.ssl is None:
-                coro = self.loop.connect_accepted_socket(partial(self._make, made, client), conn)
+                coro = self.loop.connect_accepted_socket(accepted, conn)
             else:
                 coro = self.loop.connect_accepted_socket(
-                    partial(self._make, made, client), conn, ssl=self.ssl,
-                    ssl_handshake_timeout=self.handshake_timeout)
-            drive(coro, partial(self._failed, made, client))
+                    accepted, conn, ssl=self.ssl, ssl_handshake_timeout=self.handshake_timeout)
+            Driven(coro, accepted)()
         except Exception as exc:  # e.g. uvloop could not make a transport of it
-            conn.close()
-            self._failed(made, client)
+            conn.close()  # (an Accepted whose descriptor libuv took leaves it to libuv)
+            accepted.coro_failed(exc)
             log.event(log.WARNING, "accept_failed", listener=self.name, error=repr(exc))
-
-    def _make(self, made: list, client: tuple | None) -> Any:
-        protocol = self.factory()
-        if client is not None:
-            protocol.peer_ip, protocol.peer_port = client
-            protocol.gate = self.gate  # told when the connection ends (per-client counts)
-        made.append(protocol)
-        return protocol
-
-    def _failed(self, made: list, client: tuple | None) -> None:
-        if made:
-            self.failed(made[0])
-        elif client is not None:
-            self.gate.closed(client[0])
 
     def _exhausted(self, exc: OSError) -> None:
         """Out of descriptors (or kernel memory): wait in the backlog, try again shortly."""

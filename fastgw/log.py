@@ -203,5 +203,6 @@ def event(level: int, name: str, **fields: Any) -> None:
         logger.log(level, name, extra={"fields": fields})
 
 
-def enabled(level: int) -> bool:
-    return logger.isEnabledFor(level)
+# Whether events at a level are logged: the logger's own cached check, bound once (the hot
+# path asks per session; a wrapper would add a Python call).
+enabled = logger.isEnabledFor

@@ -2,6 +2,7 @@
 # HttpExchange becomes an extension type whose fields below are typed, so that the exchange
 # reaches its client, heads, backend connection and server without generic attribute lookups.
 
+from fastgw.acceptor cimport Driven
 from fastgw.contracts cimport ClientSide, ExchangeServices, ProxiedExchange
 from fastgw.http1 cimport ResponseHead
 from fastgw.rewrite cimport Request, apply_headers, rewrite_response
@@ -21,7 +22,7 @@ cdef class HttpExchange(ProxiedExchange):
     cdef public bint retry_ok
     cdef public double upstream_started, read_at
     cdef public Py_ssize_t received_bytes
-    cdef public object connect_task
+    cdef public Driven connect_task
     cdef public bint client_paused_by_us
     cdef public ResponseHead response_head
     cdef public object last_error, affinity, waf
@@ -48,6 +49,8 @@ cdef class HttpExchange(ProxiedExchange):
     cpdef response_body(self, bytes body)
     cpdef response_complete(self)
     cpdef fail(self, object error)
+    cpdef coro_done(self, tuple result)
+    cpdef coro_failed(self, BaseException exc)
 
     cdef _inspect_when_ready(self)
     cdef _dispatch(self)

@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import enum
 import traceback
-from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import httptools
 from httptools import HttpParserError, HttpParserUpgrade
 
 from fastgw import affinity, http1, log
-from fastgw.acceptor import drive
+from fastgw.acceptor import Driven
 from fastgw.contracts import ClientSide, ExchangeServices, ProxiedExchange
 from fastgw.errors import SHORTAGES, UpstreamError
 
@@ -60,7 +59,7 @@ from fastgw.rewrite import apply_headers, rewrite_response
 from fastgw.upstream import IDLE_TIMEOUT, UpstreamConnection, connect
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fastgw.backends import Backend, Endpoint
+    from fastgw.backends import Backend
     from fastgw.routing import Route
 
 
@@ -87,10 +86,6 @@ def parser_failure(what: str, exc: Exception) -> str:
                   traceback="".join(traceback.format_exception(error)))
         return f"internal error while relaying the response: {error!r}"
     return f"{what}: {exc}"
-
-
-def _connect_failed() -> None:
-    """HttpExchange._connect handles its own errors: nothing escapes it but a cancellation."""
 
 
 # Body bytes buffered for a request whose backend connection is not ready yet, before the client
@@ -139,7 +134,7 @@ class HttpExchange(ProxiedExchange):
         self.upstream_started = 0.0
         self.read_at = 0.0  # loop time of the backend's latest read
         self.received_bytes = 0
-        self.connect_task: Coroutine[Any, Any, None] | None = None
+        self.connect_task: Driven | None = None  # the backend connection being opened
         self.releasing: UpstreamConnection | None = None  # released once the read is parsed
         self.client_paused_by_us = False
         # rewrite.Request when the route has a rewrite rule set (the dispatcher sets it).
@@ -232,20 +227,34 @@ class HttpExchange(ProxiedExchange):
                 self._attach(conn)
                 return
             conn.close()
-        # The connect runs as a coroutine driven without a Task (acceptor.drive): a Task and its
-        # steps cost more than the rest of opening a backend connection. close() cancels it.
-        self.connect_task = task = self._connect(endpoint)
-        drive(task, _connect_failed)
-
-    async def _connect(self, endpoint: "Endpoint") -> None:
-        services = self.services
+        # uvloop's create_connection runs without a Task or a coroutine of ours around it
+        # (acceptor.Driven): a Task and its steps cost more than the rest of opening a backend
+        # connection. Its end comes to coro_done or coro_failed; close() abandons it.
         try:
-            ssl_ctx, sni = services.upstream_tls(self.backend)
-            conn = await connect(endpoint, ssl_ctx, sni)
-        except OSError as exc:
-            self.connect_task = None
-            if self.state != CONNECTING:
-                return
+            ssl_ctx, sni = self.services.upstream_tls(self.backend)
+        except Exception as exc:  # an unusable TLS configuration
+            self.coro_failed(exc)
+            return
+        self.connect_task = task = Driven(connect(client.loop, endpoint, ssl_ctx, sni), self)
+        task()
+
+    def coro_done(self, result: tuple) -> None:
+        """The backend connection is open (create_connection's (transport, protocol))."""
+        self.connect_task = None
+        conn: UpstreamConnection = result[1]
+        if self.state != CONNECTING:  # the client went away, or we timed out
+            conn.close()
+            return
+        self._attach(conn)
+
+    def coro_failed(self, exc: BaseException) -> None:
+        """Opening the backend connection failed."""
+        self.connect_task = None
+        endpoint = self.endpoint
+        if self.state != CONNECTING or endpoint is None or not isinstance(exc, Exception):
+            return  # over already, or cancelled with the loop
+        if isinstance(exc, OSError):
+            services = self.services
             shortage = SHORTAGES.get(exc.errno or 0)
             if shortage is not None:
                 # The gateway's own shortage, not the server's fault (DESIGN.md section 4): 503,
@@ -262,17 +271,8 @@ class HttpExchange(ProxiedExchange):
             # Nothing was sent: the next server may take the request.
             self._dispatch()
             return
-        except Exception as exc:  # TLS failures and the like
-            self.connect_task = None
-            if self.state == CONNECTING:
-                endpoint.failures += 1
-                self.fail(UpstreamError(502, f"connect to {endpoint.name} failed: {exc}"))
-            return
-        self.connect_task = None
-        if self.state != CONNECTING:  # the client went away, or we timed out
-            conn.close()
-            return
-        self._attach(conn)
+        endpoint.failures += 1  # TLS failures and the like
+        self.fail(UpstreamError(502, f"connect to {endpoint.name} failed: {exc}"))
 
     def _attach(self, conn: UpstreamConnection) -> None:
         self.conn = conn

@@ -20,3 +20,16 @@ cdef class WebSocketSession:
     cdef public double ping_interval, ping_timeout
     cdef public list ping_sent, pongs_due, stalled_since, stalled_size
     cdef public Py_ssize_t ping_count
+
+    cpdef start(self, bytes early_client, bytes early_backend)
+    cpdef on_connection_lost(self, object pump, object exc)
+    cpdef end(self, object ending)
+    cpdef _end_with(self, object ending, int side, int code=*, str reason=*)
+    cpdef _apply(self, tuple actions, int side)
+    cpdef _gateway_close(self, int leg, int code, str reason)
+    cpdef _enter_closing(self)
+    cpdef _reap(self)
+    cpdef _close_leg(self, int leg, bint abort=*)
+    cpdef on_deadline(self)
+    cpdef _end(self)
+    cpdef _untie(self)

@@ -59,6 +59,10 @@ class SessionState(enum.IntEnum):
 
 OPEN, CLOSING, CLOSED = SessionState  # module globals: cheaper to read
 
+# What the other leg gets when a leg is lost, by the lost leg (closepolicy.plan's LOST rows):
+# every session ends with its legs lost, so the plan is made once here, not per session.
+LOST_PLANS = (plan(Ending.LOST, CLIENT), plan(Ending.LOST, BACKEND))
+
 
 class WebSocketSession:
     __slots__ = ("client", "exchange", "recorder", "loop", "endpoint", "route", "idle_timeout",
@@ -212,7 +216,7 @@ class WebSocketSession:
             return
         self.open[leg] = False
         self.pumps[1 - leg].sink = None  # nothing can be written into this leg any more
-        self._end_with(Ending.LOST, leg)
+        self._apply(LOST_PLANS[leg], leg)
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -227,7 +231,10 @@ class WebSocketSession:
 
     def _end_with(self, ending: Ending, side: int, code: int = 0, reason: str = "") -> None:
         """Apply closepolicy.plan to each leg still open, the leg the ending came from first."""
-        actions = plan(ending, side, code, reason)
+        self._apply(plan(ending, side, code, reason), side)
+
+    def _apply(self, actions: tuple, side: int) -> None:
+        """Carry out closepolicy's (client action, backend action), the leg `side` first."""
         for leg in (side, 1 - side):
             action = actions[leg]
             if action is None or not self.open[leg]:

@@ -10,7 +10,8 @@ Content-Length says, llhttp cannot be told so, and would wait for that body.
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Coroutine
+from functools import partial
 from typing import Any
 
 from httptools import HttpResponseParser
@@ -135,14 +136,15 @@ class UpstreamConnection:
             self.transport.abort()
 
 
-async def connect(endpoint: Endpoint, ssl_context=None, server_hostname: str | None = None
-                  ) -> UpstreamConnection:
-    """Open a new connection to `endpoint` (the caller bounds it with a timeout)."""
-    loop = asyncio.get_running_loop()
-    kwargs = {}
-    if ssl_context is not None:
-        kwargs = {"ssl": ssl_context, "server_hostname": server_hostname or endpoint.host}
-    # UpstreamConnection is an asyncio protocol by its methods (compiled, an extension type).
-    _, conn = await loop.create_connection(lambda: UpstreamConnection(endpoint),  # type: ignore[type-var]
-                                           endpoint.host, endpoint.port, **kwargs)
-    return conn
+def connect(loop: Any, endpoint: Endpoint, ssl_context=None, server_hostname: str | None = None
+            ) -> Coroutine[Any, Any, tuple]:
+    """The coroutine that opens a new connection to `endpoint` ((transport, UpstreamConnection)
+    when done; the caller drives it and bounds it with a timeout). uvloop converts a literal
+    address itself, without name resolution."""
+    if ssl_context is None:
+        # UpstreamConnection is an asyncio protocol by its methods (compiled, an extension type).
+        return loop.create_connection(partial(UpstreamConnection, endpoint), endpoint.host,
+                                      endpoint.port)
+    return loop.create_connection(partial(UpstreamConnection, endpoint), endpoint.host,
+                                  endpoint.port, ssl=ssl_context,
+                                  server_hostname=server_hostname or endpoint.host)
