@@ -139,5 +139,6 @@ def session_line(session: Any, when: str) -> str:
         f'"closeReason":"{json_text(f["close_reason"] or "")}",'
         f'"clientFrames":{f["client_frames"]},"clientBytes":{f["client_bytes"]},'
         f'"backendFrames":{f["backend_frames"]},"backendBytes":{f["backend_bytes"]},'
-        f'"clientMessages":{f["client_messages"]},"backendMessages":{f["backend_messages"]}}}'
+        f'"clientMessages":{f["client_messages"]},"backendMessages":{f["backend_messages"]},'
+        f'"upgrades":{f["upgrades"]}}}'
     )

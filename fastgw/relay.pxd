@@ -19,4 +19,4 @@ cdef class WebSocketSession:
     cdef public bint ended
     cdef public double ping_interval, ping_timeout
     cdef public list ping_sent, pongs_due, stalled_since, stalled_size
-    cdef public Py_ssize_t ping_count
+    cdef public Py_ssize_t ping_count, upgrades
