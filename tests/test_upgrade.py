@@ -11,6 +11,7 @@ import signal
 import time
 
 import pytest
+
 from support import WsBackend, free_port, run_cli, start_cli, wait_port, ws_gateway_toml
 
 SESSIONS = 20
