@@ -1,4 +1,5 @@
-"""Build the native extensions: the frame engine fastgw._frames (Cython), and the gateway's hot
+"""Build the native extensions: the `.pyx` engines (fastgw._frames, the frame engine, and
+fastgw._logline, the access log's line writer), and the gateway's hot
 path (the modules fastgw/native.py lists), compiled from their own .py sources with the .pxd
 declarations beside them (Cython's pure Python mode: each .py stays its own pure-Python twin).
 
@@ -49,7 +50,9 @@ extra_compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-g0"]
 # stay (types come from the .pxd files only, never from the annotations).
 python_directives = dict(directives, boundscheck=True, wraparound=True, annotation_typing=False)
 
-COMPILED = runpy.run_path(os.path.join("fastgw", "native.py"))["COMPILED"]
+_NATIVE = runpy.run_path(os.path.join("fastgw", "native.py"))
+COMPILED = _NATIVE["COMPILED"]
+ENGINES = _NATIVE["ENGINES"]
 
 # What a failed compiler run raises: setuptools wraps a missing compiler (ExecError from spawn)
 # into CompileError on Unix; PlatformError is a missing toolchain on Windows.
@@ -75,7 +78,7 @@ class RequiredExtensionError(CompileError):
 class BuildExt(build_ext):
     """build_ext that compiles on every core and falls back to the pure-Python twins.
 
-    Every compiled module has a twin (its own .py, or _frames_py.py), so a machine without a
+    Every compiled module has a twin (its own .py, or <engine>_py.py), so a machine without a
     working C compiler can still install fastgw: then no extension is installed at all (the
     hot-path modules cimport each other's types, so a partial set would not import) and one
     warning says what that costs and how to get the compiled build. FASTGW_REQUIRE_EXTENSIONS=1
@@ -175,11 +178,8 @@ def _c_size(ext):
 
 
 extensions = [
-    Extension(
-        "fastgw._frames",
-        ["fastgw/_frames.pyx"],
-        extra_compile_args=extra_compile_args,
-    )
+    Extension(f"fastgw.{name}", [f"fastgw/{name}.pyx"], extra_compile_args=extra_compile_args)
+    for name in ENGINES
 ]
 python_extensions = [
     Extension(f"fastgw.{name}", [f"fastgw/{name}.py"], extra_compile_args=extra_compile_args)

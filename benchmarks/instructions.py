@@ -9,7 +9,8 @@ start-up excluded. Use it to compare two versions of the hot path; it is not par
     python benchmarks/instructions.py [http|ws] [N]
 
 The access log is off; FASTGW_INSTR_ACCESS_LOG=on writes it to a file (its cost is the
-difference).
+difference). FASTGW_INSTR_REWRITE=on gives the rule a rewrite rule set of three rules (a request
+header from a variable, one from a condition's capture, a response header set and one deleted).
 """
 
 from __future__ import annotations
@@ -46,8 +47,11 @@ def wait_port(port: int, timeout: float = 120.0) -> None:
     raise TimeoutError(port)
 
 
+sys.path.insert(0, str(ROOT))
+from benchmarks.e2e.proxies import REWRITE_SET  # noqa: E402  (a script: the repository's path)
+
+
 def echo_backend() -> tuple[subprocess.Popen, int]:
-    sys.path.insert(0, str(ROOT))
     from benchmarks.e2e.build import build  # type: ignore
     tools = build()
     proc = subprocess.Popen([str(tools["wsecho"]), "-p", "0"], stdout=subprocess.PIPE, text=True)
@@ -89,6 +93,8 @@ def ws_load(port: int, n: int) -> None:
         s.close()
 
 
+
+
 def run(kind: str, n: int) -> int:
     backend, backend_port = echo_backend()
     port = free_port()
@@ -115,7 +121,7 @@ name = "r"
 listener = "l"
 backend_pool = "p"
 backend_settings = "s"
-""")
+{REWRITE_SET if os.environ.get("FASTGW_INSTR_REWRITE") == "on" else ""}""")
         out = work / "callgrind.out"
         fastgw = ROOT / ".venv" / "bin" / "fastgw"
         env = dict(os.environ, FASTGW_METRICS_INTERVAL="100000")  # no periodic work in the count

@@ -11,9 +11,12 @@ cdef class Acceptor:
     cdef public bint closed
     cdef public Py_ssize_t batch
     cdef public double handshake_timeout
+    cdef public object gate
 
     cdef _update(self)
-    @cython.locals(made=list, batch=Py_ssize_t)
+    @cython.locals(batch=Py_ssize_t)
     cpdef _ready(self)
-    cpdef _make(self, list made)
-    cpdef _failed(self, list made)
+    @cython.locals(made=list)
+    cpdef connect(self, object conn, object client)
+    cpdef _make(self, list made, object client)
+    cpdef _failed(self, list made, object client)

@@ -59,7 +59,8 @@ def drive(coro: Coroutine[Any, Any, Any], failed: Callable[[], None]) -> None:
 
 class Acceptor:
     __slots__ = ("loop", "sock", "family", "factory", "failed", "ssl", "name", "stats", "reading",
-                 "paused", "exhausted_until", "warned_at", "closed", "batch", "handshake_timeout")
+                 "paused", "exhausted_until", "warned_at", "closed", "batch", "handshake_timeout",
+                 "gate")
 
     def __init__(self, loop: Any, sock: socket.socket, factory: Callable[[], Any],
                  failed: Callable[[Any], None], ssl: Any, name: str, stats: Stats,
@@ -83,6 +84,9 @@ class Acceptor:
         self.warned_at = 0.0
         self.closed = False
         self.batch = 1  # accept() calls per readable event (see MAX_BATCH)
+        # clientgate.ClientGate, or None: PROXY protocol and per-client limits look at each
+        # accepted socket first, then call connect() (or close it).
+        self.gate: Any = None
         sock.setblocking(False)
 
     def start(self) -> None:
@@ -122,7 +126,7 @@ class Acceptor:
                 return  # paused by the connection just accepted
             try:
                 # The C-level accept: (fd, address), without socket.py's Python wrapper.
-                fd, _ = self.sock._accept()  # type: ignore[attr-defined]
+                fd, address = self.sock._accept()  # type: ignore[attr-defined]
             except BlockingIOError:
                 if batch > 1:
                     self.batch = batch // 2
@@ -135,30 +139,44 @@ class Acceptor:
                     return
                 raise
             conn = _socket.socket(self.family, socket.SOCK_STREAM, 0, fd)
-            made: list = []  # the protocol, once factory() has made it
-            try:
-                if self.ssl is None:
-                    coro = self.loop.connect_accepted_socket(partial(self._make, made), conn)
-                else:
-                    coro = self.loop.connect_accepted_socket(
-                        partial(self._make, made), conn, ssl=self.ssl,
-                        ssl_handshake_timeout=self.handshake_timeout)
-                drive(coro, partial(self._failed, made))
-            except Exception as exc:  # e.g. uvloop could not make a transport of it
-                conn.close()
-                self._failed(made)
-                log.event(log.WARNING, "accept_failed", listener=self.name, error=repr(exc))
+            if self.gate is None:
+                self.connect(conn, None)
+            else:
+                self.gate.accepted(conn, address)
         if batch < MAX_BATCH:
             self.batch = batch * 2  # every call found a connection: more are probably queued
 
-    def _make(self, made: list) -> Any:
+    def connect(self, conn: Any, client: tuple | None) -> None:
+        """Make the transport (and its protocol) of an accepted socket. `client`: the address
+        the gate admitted (the PROXY source, or the peer), which the protocol takes as its
+        client address; None without a gate."""
+        made: list = []  # the protocol, once factory() has made it
+        try:
+            if self.ssl is None:
+                coro = self.loop.connect_accepted_socket(partial(self._make, made, client), conn)
+            else:
+                coro = self.loop.connect_accepted_socket(
+                    partial(self._make, made, client), conn, ssl=self.ssl,
+                    ssl_handshake_timeout=self.handshake_timeout)
+            drive(coro, partial(self._failed, made, client))
+        except Exception as exc:  # e.g. uvloop could not make a transport of it
+            conn.close()
+            self._failed(made, client)
+            log.event(log.WARNING, "accept_failed", listener=self.name, error=repr(exc))
+
+    def _make(self, made: list, client: tuple | None) -> Any:
         protocol = self.factory()
+        if client is not None:
+            protocol.peer_ip, protocol.peer_port = client
+            protocol.gate = self.gate  # told when the connection ends (per-client counts)
         made.append(protocol)
         return protocol
 
-    def _failed(self, made: list) -> None:
+    def _failed(self, made: list, client: tuple | None) -> None:
         if made:
             self.failed(made[0])
+        elif client is not None:
+            self.gate.closed(client[0])
 
     def _exhausted(self, exc: OSError) -> None:
         """Out of descriptors (or kernel memory): wait in the backlog, try again shortly."""

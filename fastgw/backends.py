@@ -130,11 +130,26 @@ class Endpoint:
             self.set_state(UNHEALTHY, reason)
 
 
+class SessionCount:
+    """The WebSocket sessions open on one backend settings object in this process, handshakes
+    under way included, across every pool used with those settings (`max_sessions` limits
+    them; 0 = no limit). Shared by those pairs' Backends, and kept across reloads by name."""
+
+    __slots__ = ("open", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.open = 0
+        self.limit = limit
+
+
 class Backend:
     """A (backend pool, backend settings) pair: the servers a rule sends traffic to, and the
-    probe that watches them (the settings' own, or the default one)."""
+    probe that watches them (the settings' own, or the default one). `sessions` is the
+    SessionCount of its settings; `ws_checks` says a handshake has an allowlist to pass
+    (websocket_allowed_origins or _subprotocols: read once per handshake, the flag is cheaper)."""
 
-    __slots__ = ("pool", "settings", "probe", "endpoints", "by_affinity", "rr_next", "latency")
+    __slots__ = ("pool", "settings", "probe", "endpoints", "by_affinity", "rr_next", "latency",
+                 "sessions", "ws_checks")
 
     def __init__(self, pool: PoolConfig, settings: SettingsConfig, probe: ProbeConfig | None):
         self.pool = pool
@@ -144,6 +159,9 @@ class Backend:
         self.by_affinity: dict[str, Endpoint] = {}
         self.rr_next = 0
         self.latency: Any = None  # the pool's stats.Histo of response times, set on first use
+        self.sessions = SessionCount(settings.max_sessions)
+        self.ws_checks = bool(settings.websocket_allowed_origins
+                              or settings.websocket_allowed_subprotocols)
         self.set_servers(pool.servers)
 
     def update(self, pool: PoolConfig, settings: SettingsConfig, probe: ProbeConfig | None
@@ -151,6 +169,8 @@ class Backend:
         """A reload: the pair's new configuration; returns the endpoints no longer configured."""
         self.pool, self.settings = pool, settings
         self.probe = probe or default_probe(pool, settings)
+        self.ws_checks = bool(settings.websocket_allowed_origins
+                              or settings.websocket_allowed_subprotocols)
         return self.set_servers(pool.servers, keep=self.endpoints)
 
     def set_servers(self, servers: tuple[ServerAddress, ...],

@@ -65,6 +65,8 @@ class GatewayConfig:
     upstream_keepalive: int = 32  # fastgw: idle keep-alive connections kept per backend server
     max_connections: int = 0  # client connections per process; 0 = derived from RLIMIT_NOFILE
     upgrade_drain_timeout: float = 300.0  # fastgw: after a live upgrade, what stayed closes by then
+    # The gateway's own 4xx/5xx answers as HTML pages: ((status, absolute path), ...), sorted
+    error_pages: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +79,19 @@ class ListenerConfig:
     certificate: str | None = None  # absolute path (https)
     private_key: str | None = None
     waf: WafConfig | None = None  # None: the global [waf]
+    client_ca: str | None = None  # https: mutual TLS, a PEM CA bundle (absolute path)
+    client_verify: str = "off"  # "required" | "optional" | "off"
+    error_pages: tuple[tuple[int, str], ...] = ()  # override [gateway] error_pages per status
+    proxy_protocol: bool = False  # a PROXY protocol v1/v2 header precedes HTTP or TLS
+    proxy_protocol_from: tuple[str, ...] = ()  # CIDRs of the peers that may send it; () = any
+    max_connections_per_ip: int = 0  # 0 = none
+    requests_per_ip: int = 0  # requests and handshakes per rate_window; 0 = none
+    rate_window: float = 60.0
+
+
+# The keys that act before the Host header picks a listener: listeners sharing a socket share them.
+SOCKET_KEYS = ("proxy_protocol", "proxy_protocol_from", "max_connections_per_ip",
+               "requests_per_ip", "rate_window")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,6 +127,12 @@ class SettingsConfig:
     max_frame_size: int = 0
     ping_interval: float = 0.0  # dead-peer detection: Ping a leg silent this long; 0 = off
     ping_timeout: float = 10.0  # no Pong by then: the session ends (1001 to the live leg)
+    # Handshakes whose Origin is not listed get 403; () = any. Each entry is (scheme, host, port)
+    # as RFC 6454 section 6.1 serialises an origin (lower-case, the scheme's default port
+    # filled in); a host starting with "." is a wildcard's suffix (one or more labels before it).
+    websocket_allowed_origins: tuple[tuple[str, str, int], ...] = ()
+    websocket_allowed_subprotocols: tuple[str, ...] = ()  # () = any; offers outside it are removed
+    max_sessions: int = 0  # open WebSocket sessions on these settings per process; 0 = no limit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,6 +155,7 @@ class PathRuleConfig:
     paths: tuple[str, ...]
     backend_pool: str
     backend_settings: str
+    rewrite_rule_set: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,6 +173,38 @@ class RuleConfig:
     status: int = 301
     include_path: bool = True
     include_query: bool = True
+    rewrite_rule_set: str | None = None  # for the rule's own target (basic, path_based default)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RewriteConditionConfig:
+    variable: str
+    pattern: str
+    ignore_case: bool = True
+    negate: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RewriteUrlConfig:
+    path: str | None = None  # None: unchanged
+    query: str | None = None  # None: unchanged; "": dropped
+    reroute: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RewriteRuleConfig:
+    name: str
+    sequence: int = 100
+    conditions: tuple[RewriteConditionConfig, ...] = ()
+    request_headers: tuple[tuple[str, str], ...] = ()  # (name, value); "" deletes
+    response_headers: tuple[tuple[str, str], ...] = ()
+    url: RewriteUrlConfig | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RewriteRuleSetConfig:
+    name: str
+    rules: tuple[RewriteRuleConfig, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,6 +217,7 @@ class Config:
     probes: tuple[ProbeConfig, ...]
     rules: tuple[RuleConfig, ...]
     waf: WafConfig = field(default_factory=WafConfig)
+    rewrite_rule_sets: tuple[RewriteRuleSetConfig, ...] = ()
     warnings: tuple[str, ...] = ()  # printed by `fastgw check` and at startup; not fatal
 
     def listener(self, name: str) -> ListenerConfig:
@@ -182,9 +237,11 @@ MAX_DURATION = 86400.0  # one day: longer timeouts or intervals are surely a typ
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
 _LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _COOKIE_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$")  # RFC 6265 token
+_TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 section 5.6.2
 _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 _REDIRECT_KEYS = ("target_listener", "target_url", "status", "include_path", "include_query")
-_SECTIONS = ("listeners", "backend_pools", "backend_settings", "probes", "rules")
+_SECTIONS = ("listeners", "backend_pools", "backend_settings", "probes", "rules",
+             "rewrite_rule_sets")
 _TOP_KEYS = ("gateway", "waf") + _SECTIONS
 
 
@@ -449,6 +506,8 @@ class _Parser:
                   for k, t in raw["probes"]]
         rules = [self.rule(_Table(self.problems, k, t, _keys(RuleConfig, "order")), i)
                  for i, (k, t) in enumerate(raw["rules"])]
+        rewrite_sets = [self.rewrite_set(_Table(self.problems, k, t, _keys(RewriteRuleSetConfig)))
+                        for k, t in raw["rewrite_rule_sets"]]
         top.finish()
         # The names the file gives, also of items that could not be read: a reference to one of
         # them is not a problem of its own (the item's problems are reported where it is).
@@ -465,15 +524,17 @@ class _Parser:
         self.unique("backend_settings", settings)
         self.unique("probes", probes)
         self.unique("rules", rules)
+        self.unique("rewrite_rule_sets", rewrite_sets)
         # Cross-references are checked even when some tables had problems (skipping the tables
         # that could not be read), so that one run reports everything.
-        self.cross_check(listeners, pools, settings, probes, rules)
+        self.cross_check(listeners, pools, settings, probes, rules, rewrite_sets)
         if self.problems.items:
             return None
         return Config(
             source=source, gateway=gateway, waf=waf, listeners=_all_read(listeners),
             backend_pools=_all_read(pools), backend_settings=_all_read(settings),
-            probes=_all_read(probes), rules=_all_read(rules), warnings=tuple(self.problems.warnings),
+            probes=_all_read(probes), rules=_all_read(rules),
+            rewrite_rule_sets=_all_read(rewrite_sets), warnings=tuple(self.problems.warnings),
         )
 
     def unique(self, section: str, items: list) -> None:
@@ -525,6 +586,7 @@ class _Parser:
             upstream_keepalive=t.int("upstream_keepalive", 32, 0, 100000),
             max_connections=t.int("max_connections", 0, 0, 10_000_000),
             upgrade_drain_timeout=t.duration("upgrade_drain_timeout", 300.0, 0.0),
+            error_pages=self.error_pages(t),
         )
         t.finish()
         return result
@@ -597,9 +659,33 @@ class _Parser:
                 t.bad("certificate", 'only applies to listeners with protocol = "https"')
             if private_key is not None:
                 t.bad("private_key", 'only applies to listeners with protocol = "https"')
+        client_ca = t.str("client_ca", "")
+        client_verify = t.str("client_verify", "off", choices=("required", "optional", "off"))
+        if protocol != "https":
+            if client_ca:
+                t.bad("client_ca", 'only applies to listeners with protocol = "https"')
+            if client_verify != "off":
+                t.bad("client_verify", 'only applies to listeners with protocol = "https"')
+        elif client_verify != "off" and not client_ca:
+            t.bad("client_verify", f"{client_verify!r} needs client_ca (the CA bundle that "
+                                   "signs client certificates)")
         waf_raw = t._get("waf", False)[1]
         waf = self.waf(_Table(self.problems, t.key("waf"), waf_raw, _keys(WafConfig))) \
             if waf_raw is not None else None
+        proxy_protocol = t.bool("proxy_protocol", False)
+        proxy_from = []
+        for i, cidr in enumerate(t.list("proxy_protocol_from", str) or ()):
+            try:
+                proxy_from.append(str(ipaddress.ip_network(cidr, strict=False)))
+            except ValueError:
+                t.problems.add(f"{t.key('proxy_protocol_from')}[{i}]",
+                               f"{cidr!r} is not an address range (e.g. 10.0.0.0/8, ::1/128)")
+        if proxy_from and not proxy_protocol:
+            t.bad("proxy_protocol_from", "only applies with proxy_protocol = true")
+        per_ip = t.int("max_connections_per_ip", 0, 0, 10_000_000)
+        rate = t.int("requests_per_ip", 0, 0, 1_000_000_000)
+        window = t.duration("rate_window", 60.0, 0.001)
+        error_pages = self.error_pages(t)
         t.finish()
         if name is None or port is None or bind is None or protocol is None:
             return None
@@ -607,8 +693,32 @@ class _Parser:
             name=name, port=port, bind=bind, protocol=protocol, host_names=tuple(host_names),
             certificate=self.path(certificate) if certificate else None,
             private_key=self.path(private_key) if private_key else None,
-            waf=waf,
+            waf=waf, client_ca=self.path(client_ca) if client_ca else None,
+            client_verify=client_verify or "off", error_pages=error_pages,
+            proxy_protocol=proxy_protocol, proxy_protocol_from=tuple(proxy_from),
+            max_connections_per_ip=per_ip or 0, requests_per_ip=rate or 0, rate_window=window,
         )
+
+    def error_pages(self, t: _Table) -> tuple[tuple[int, str], ...]:
+        """`error_pages = { 403 = "pages/403.html" }`: TOML keys are strings; each must be a 4xx
+        or 5xx status (only errors get a page), each value a file (read by preflight.py)."""
+        present, table = t._get("error_pages", False)
+        if not present:
+            return ()
+        if not isinstance(table, dict):
+            t.bad("error_pages", f"must be a table of status = \"file\", got {_type_name(table)}")
+            return ()
+        pages = []
+        for key, value in table.items():
+            where = f"{t.key('error_pages')}.{key}"
+            if not (key.isascii() and key.isdigit() and 400 <= int(key) <= 599):
+                t.problems.add(where, f"{key!r} is not a 4xx or 5xx status (pages are for the "
+                                      "gateway's own error answers)")
+            elif not isinstance(value, str) or not value:
+                t.problems.add(where, f"must be a file name, got {_type_name(value)}")
+            else:
+                pages.append((int(key), self.path(value)))
+        return tuple(sorted(pages))
 
     def pool(self, t: _Table) -> PoolConfig | None:
         name = t.name()
@@ -651,9 +761,32 @@ class _Parser:
             max_frame_size=t.int("max_frame_size", 0, 0, 1 << 62),
             ping_interval=t.duration("ping_interval", 0.0, 0.0),
             ping_timeout=t.duration("ping_timeout", 10.0, 0.1),
+            websocket_allowed_origins=self.origins(t),
+            websocket_allowed_subprotocols=self.subprotocols(t),
+            max_sessions=t.int("max_sessions", 0, 0, 10_000_000),
         )
         t.finish()
         return result if name else None
+
+    def origins(self, t: _Table) -> tuple[tuple[str, str, int], ...]:
+        origins = []
+        for i, raw in enumerate(t.list("websocket_allowed_origins", str) or ()):
+            origin = parse_origin(raw, wildcard=True)
+            if origin is None:
+                t.problems.add(f"{t.key('websocket_allowed_origins')}[{i}]",
+                               f"{raw!r} is not an origin: SCHEME://HOST[:PORT], without a path "
+                               "(a wildcard only as the first label: https://*.example.com)")
+            elif origin not in origins:
+                origins.append(origin)
+        return tuple(origins)
+
+    def subprotocols(self, t: _Table) -> tuple[str, ...]:
+        items = t.list("websocket_allowed_subprotocols", str) or ()
+        for i, item in enumerate(items):
+            if not _TOKEN_RE.match(item):  # RFC 6455 section 4.1: a subprotocol is a token
+                t.problems.add(f"{t.key('websocket_allowed_subprotocols')}[{i}]",
+                               f"{item!r} is not a subprotocol name (an RFC 9110 token)")
+        return items
 
     def probe(self, t: _Table) -> ProbeConfig | None:
         d = ProbeConfig(name="-")
@@ -703,6 +836,7 @@ class _Parser:
         priority = t.int("priority", 20000, 1, 20000)
         pool = t.str("backend_pool")
         settings = t.str("backend_settings")
+        rewrite_set = t.str("rewrite_rule_set", "") or None
         paths: list[PathRuleConfig] = []
         target_listener = target_url = None
         status, include_path, include_query = 301, True, True
@@ -718,7 +852,7 @@ class _Parser:
                 t.bad("status", f"{status} is not a redirect status (301, 302, 303, 307 or 308)")
             include_path = t.bool("include_path", True)
             include_query = t.bool("include_query", True)
-            for key in ("backend_pool", "backend_settings"):
+            for key in ("backend_pool", "backend_settings", "rewrite_rule_set"):
                 if t.table.get(key) is not None:
                     t.bad(key, "does not apply to a redirect rule")
         elif rtype in ("basic", "path_based"):
@@ -742,6 +876,7 @@ class _Parser:
                     st.bad("paths", "is required")
                 sub_pool = st.str("backend_pool", pool)
                 sub_settings = st.str("backend_settings", settings)
+                sub_rewrite = st.str("rewrite_rule_set", "") or None
                 if sub_pool is None:
                     st.bad("backend_pool", "is required (the rule has no default backend_pool)")
                 if sub_settings is None:
@@ -749,7 +884,8 @@ class _Parser:
                 st.finish()
                 if path_list and sub_pool and sub_settings:
                     paths.append(PathRuleConfig(paths=path_list, backend_pool=sub_pool,
-                                                backend_settings=sub_settings))
+                                                backend_settings=sub_settings,
+                                                rewrite_rule_set=sub_rewrite))
             if rtype == "path_based" and "paths" not in t.table and t.ok:
                 t.bad("paths", "a path_based rule needs at least one [[rules.paths]] table")
             if rtype == "basic" and "paths" in t.table:
@@ -769,17 +905,147 @@ class _Parser:
             backend_pool=pool, backend_settings=settings, paths=tuple(paths),
             target_listener=target_listener, target_url=target_url, status=status,
             include_path=include_path, include_query=include_query,
+            rewrite_rule_set=rewrite_set if rtype != "redirect" else None,
         )
+
+    def rewrite_set(self, t: _Table) -> RewriteRuleSetConfig | None:
+        name = t.name()
+        rules = [self.rewrite_rule(_Table(self.problems, k, sub, _keys(RewriteRuleConfig)))
+                 for k, sub in t.tables("rules")]
+        if "rules" not in t.table and t.ok:
+            t.bad("rules", "a rewrite rule set needs at least one [[rewrite_rule_sets.rules]] table")
+        t.finish()
+        if name is None or any(r is None for r in rules):
+            return None
+        return RewriteRuleSetConfig(name=name, rules=_all_read(rules))
+
+    def rewrite_rule(self, t: _Table) -> RewriteRuleConfig | None:
+        # Imported here: rewrite.py is compiled (native.py), and the command line reports
+        # missing extensions itself, after it has imported this module.
+        from fastgw import rewrite
+        name = t.name()
+        sequence = t.int("sequence", 100, 1, 1000)
+        ok = True
+        conditions = []
+        groups: dict[str, int] = {}
+        response_condition = False
+        raw_conditions = t._get("conditions", False)[1]
+        if raw_conditions is not None and not isinstance(raw_conditions, list):
+            t.bad("conditions", f"must be an array of tables, got {_type_name(raw_conditions)}")
+            raw_conditions, ok = None, False
+        for i, raw in enumerate(raw_conditions or ()):
+            ct = _Table(self.problems, f"{t.key('conditions')}[{i}]", raw,
+                        _keys(RewriteConditionConfig))
+            variable = ct.str("variable", required=True)
+            pattern = ct.str("pattern", required=True)
+            ignore_case = ct.bool("ignore_case", True)
+            negate = ct.bool("negate", False)
+            ct.finish()
+            if variable is not None:
+                why = rewrite.variable_problem(variable)
+                if why:
+                    ct.bad("variable", why)
+                    variable = None
+            if pattern is not None:
+                try:
+                    compiled = re.compile(pattern, re.IGNORECASE if ignore_case else 0)
+                except re.error as exc:
+                    ct.bad("pattern", f"{pattern!r} is not a regular expression: {exc}")
+                    pattern = None
+            if variable is None or pattern is None:
+                ok = False
+                continue
+            groups.setdefault(variable, compiled.groups)
+            response_condition = response_condition or variable.startswith("http_resp_")
+            conditions.append(RewriteConditionConfig(variable=variable, pattern=pattern,
+                                                     ignore_case=ignore_case, negate=negate))
+
+        def value(key: str, text: str) -> None:
+            nonlocal ok
+            if any(ord(c) < 32 or ord(c) == 127 for c in text):
+                self.problems.add(key, "must not contain control characters")
+                ok = False
+                return
+            parsed = rewrite.parse_template(text, groups)
+            if isinstance(parsed, str):
+                self.problems.add(key, parsed)
+                ok = False
+
+        def headers(side: str) -> tuple[tuple[str, str], ...]:
+            nonlocal ok
+            raw = t._get(side, False)[1]
+            if raw is None:
+                return ()
+            if not isinstance(raw, dict):
+                t.bad(side, f"must be a table of header = value, got {_type_name(raw)}")
+                ok = False
+                return ()
+            seen: set[str] = set()
+            for header, text in raw.items():
+                key = f"{t.key(side)}.{header}"
+                why = rewrite.header_problem(header, side == "response_headers")
+                if why is None and header.lower() in seen:
+                    why = "set twice (header names ignore case)"
+                seen.add(header.lower())
+                if why is None and not isinstance(text, str):
+                    why = f"must be a string (\"\" deletes the header), got {_type_name(text)}"
+                if why is not None:
+                    self.problems.add(key, why)
+                    ok = False
+                elif text:
+                    value(key, text)
+            return tuple(raw.items()) if ok else ()
+
+        request_headers = headers("request_headers")
+        response_headers = headers("response_headers")
+        url = None
+        raw_url = t._get("url", False)[1]
+        if raw_url is not None:
+            ut = _Table(self.problems, t.key("url"), raw_url, _keys(RewriteUrlConfig))
+            path = ut.str("path")
+            query = ut.str("query")
+            reroute = ut.bool("reroute", False)
+            ut.finish()
+            if path is not None:
+                if not path.startswith(("/", "{")):
+                    ut.bad("path", f"{path!r} must start with '/' (or a placeholder)")
+                    ok = False
+                else:
+                    value(ut.key("path"), path)
+            if query is not None:
+                value(ut.key("query"), query)
+            if path is None and query is None and ut.ok:
+                ut.bad("path", "url needs path, query or both")
+                ok = False
+            if reroute and path is None:
+                ut.bad("reroute", "rerouting needs a new path")
+                ok = False
+            url = RewriteUrlConfig(path=path, query=query, reroute=reroute)
+        if response_condition and (request_headers or url is not None):
+            t.bad("conditions", "a rule with an http_resp_ condition can only set "
+                                "response_headers: the request has left by then")
+            ok = False
+        if not request_headers and not response_headers and url is None and t.ok:
+            t.bad("request_headers", "the rule has no action (request_headers, "
+                                     "response_headers or url)")
+            ok = False
+        t.finish()
+        if name is None or not ok:
+            return None
+        return RewriteRuleConfig(name=name, sequence=sequence, conditions=tuple(conditions),
+                                 request_headers=request_headers,
+                                 response_headers=response_headers, url=url)
 
     # -- references between sections -----------------------------------------------------
 
     def cross_check(self, listener_list: list, pool_list: list, settings_list: list,
-                    probe_list: list, rule_list: list) -> None:
+                    probe_list: list, rule_list: list, rewrite_list: list) -> None:
         # Tables that could not be read are None here; their index still names them.
         listeners = {x.name: (i, x) for i, x in enumerate(listener_list) if x is not None}
         pools = {x.name for x in pool_list if x is not None}
         settings = {x.name for x in settings_list if x is not None}
         probes = {x.name for x in probe_list if x is not None}
+        rewrite_sets = {x.name for x in rewrite_list if x is not None}
         add = self.problems.add
 
         def missing(key: str, kind: str, section: str, name: str, known) -> None:
@@ -813,6 +1079,13 @@ class _Parser:
             if r.target_listener is not None:
                 missing(f"{key}.target_listener", "listener", "listeners", r.target_listener,
                         listeners)
+            if r.rewrite_rule_set is not None:
+                missing(f"{key}.rewrite_rule_set", "rewrite rule set", "rewrite_rule_sets",
+                        r.rewrite_rule_set, rewrite_sets)
+            for j, p in enumerate(r.paths):
+                if p.rewrite_rule_set is not None:
+                    missing(f"{key}.paths[{j}].rewrite_rule_set", "rewrite rule set",
+                            "rewrite_rule_sets", p.rewrite_rule_set, rewrite_sets)
 
         # Priorities: two rules on one listener with the same explicit priority are ambiguous.
         by_listener: dict[tuple[str, int], int] = {}
@@ -852,6 +1125,18 @@ class _Parser:
                     add(f"{key}.protocol",
                         f"port {port} is {listener_list[j].protocol} for listener "
                         f"{listener_list[j].name!r}; listeners sharing a port share its protocol")
+                elif lst.client_verify != listener_list[j].client_verify:
+                    # Whether a certificate is asked for is fixed when the connection is
+                    # accepted, before SNI picks the listener (RFC 8446 section 4.3.2).
+                    add(f"{key}.client_verify",
+                        f"port {port} has client_verify = {listener_list[j].client_verify!r} for "
+                        f"listener {listener_list[j].name!r}; listeners sharing a port share it")
+                for socket_key in SOCKET_KEYS:
+                    # They act before the Host header says which listener a request is for.
+                    if getattr(lst, socket_key) != getattr(listener_list[j], socket_key):
+                        add(f"{key}.{socket_key}",
+                            f"differs from listener {listener_list[j].name!r} on port {port}; "
+                            "listeners sharing a port share it")
                 if not lst.host_names:
                     if lst.bind in basic_at:
                         add(f"{key}.host_names",
@@ -921,6 +1206,41 @@ def _split_host_port(value: str) -> tuple[str | None, int | None]:
     if value.count(":") > 1:  # a bare IPv6 address
         return value, None
     return value, None
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.\-]*$")  # RFC 3986 section 3.1
+
+
+def parse_origin(text: str, *, wildcard: bool = False) -> tuple[str, str, int] | None:
+    """An origin as (scheme, host, port), compared as RFC 6454 section 6.1 serialises it: scheme
+    and host lower-case, the port number always present (the scheme's default when omitted);
+    None if `text` is not SCHEME://HOST[:PORT] (a path, user info or "null" are not origins).
+    With `wildcard`, "https://*.example.com" gives the host ".example.com": a suffix."""
+    scheme, sep, rest = text.strip().partition("://")
+    scheme = scheme.lower()
+    if not sep or not _SCHEME_RE.match(scheme) or not rest or any(c in rest for c in "/?#@ "):
+        return None
+    host, port = _split_host_port(rest)
+    if not host:
+        return None
+    if port is None:
+        port = _DEFAULT_PORTS.get(scheme)
+        if port is None:
+            return None
+    if not 1 <= port <= 65535:
+        return None
+    if rest.startswith("["):  # an IPv6 literal, kept in brackets as serialised
+        try:
+            return scheme, f"[{ipaddress.IPv6Address(host).compressed}]", port
+        except ValueError:
+            return None
+    normalized = _normalize_host_pattern(host)
+    if normalized is None:
+        return None
+    if normalized.startswith("*."):
+        return (scheme, normalized[1:], port) if wildcard else None
+    return scheme, normalized, port
 
 
 def _parse_server(raw: str) -> ServerAddress | str:

@@ -39,6 +39,7 @@ cdef class ClientSide:
     cdef public object clock, loop
     cdef public bint write_paused
     cdef public Py_ssize_t upstream_keepalive
+    cdef public object pages, gate
 
     cpdef write(self, bytes data)
     cpdef writelines(self, list chunks)

@@ -44,12 +44,14 @@ class ClientSide:
     `sent` (bytes written to the client so far), `deadline_at` (loop time; the gateway's
     Sweeper calls the connection's on_deadline then), `clock` (the loop's time function),
     `loop`, `write_paused` (the client reads slower than we write), `upstream_keepalive` (idle
-    backend connections kept per server).
+    backend connections kept per server), `pages` (the gateway's local.ErrorPages, or None),
+    `gate` (the listening socket's clientgate.ClientGate when it has per-client limits or
+    the PROXY protocol, else None).
     """
 
     __slots__ = ("transport", "peer_ip", "peer_port", "proto", "port_bytes", "socket_key",
                  "tls_info", "sent", "deadline_at", "clock", "loop", "write_paused",
-                 "upstream_keepalive")
+                 "upstream_keepalive", "pages", "gate")
 
     transport: Any
     peer_ip: str
@@ -64,6 +66,8 @@ class ClientSide:
     loop: Any
     write_paused: bool
     upstream_keepalive: int
+    pages: Any
+    gate: Any
 
     def write(self, data: bytes) -> None:
         raise NotImplementedError

@@ -40,7 +40,7 @@ from fastgw.config import GatewayConfig
 from fastgw.contracts import ClientSide, ConnectionHost, Exchange, Recorder
 from fastgw.errors import HandshakeError, RequestError
 from fastgw.http1 import RequestHead, analyse_request
-from fastgw.local import LocalAnswer
+from fastgw.local import LocalAnswer, gateway_answer, next_request_id
 from fastgw.timeouts import NEVER
 
 
@@ -80,8 +80,9 @@ class ClientConnection(ClientSide):
                  "keepalive_timeout", "max_header_size", "keepalive_token", "__weakref__")
 
     def __init__(self, host: ConnectionHost, recorder: Recorder, limits: GatewayConfig,
-                 loop: Any, socket_key: tuple[str, int], tls: bool):
+                 loop: Any, socket_key: tuple[str, int], tls: bool, pages: Any = None):
         self.host = host
+        self.pages = pages  # local.ErrorPages, shared by the gateway's connections
         self.recorder = recorder
         self.loop = loop
         self.clock = loop.time  # the loop's clock, bound once (read several times a request)
@@ -101,8 +102,9 @@ class ClientConnection(ClientSide):
         self.parsing: Exchange | None = None  # the exchange whose request is being read
         self.write_paused = False
         self.pause_reasons: dict[object, int] = {}
-        self.peer_ip = ""
+        self.peer_ip = ""  # set before connection_made when a PROXY header named the client
         self.peer_port = 0
+        self.gate: Any = None
         self.deadline_at = NEVER  # checked by the gateway's Sweeper (timeouts.py)
         self.in_head = False
         self.head_bytes = 0
@@ -122,9 +124,10 @@ class ClientConnection(ClientSide):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple):
-            self.peer_ip, self.peer_port = peer[0], peer[1]
+        if not self.peer_ip:
+            peer = transport.get_extra_info("peername")
+            if isinstance(peer, tuple):
+                self.peer_ip, self.peer_port = peer[0], peer[1]
         # TCP_NODELAY: uvloop and asyncio set it on every TCP transport already.
         if self.proto == b"https":
             ssl_object = transport.get_extra_info("ssl_object")
@@ -400,6 +403,8 @@ class ClientConnection(ClientSide):
             ex.on_deadline()  # the answer in flight: backend timeout
             return
         if self.in_head:
-            log.event(log.INFO, "header_timeout", client=self.peer_ip)
-            self.write(http1.simple_response(408, keep_alive=False))
+            request_id = next_request_id()
+            log.event(log.INFO, "header_timeout", client=self.peer_ip,
+                      transaction_id=request_id.decode())
+            self.write(gateway_answer(self, None, None, 408, "", request_id, keep_alive=False))
         self.close()

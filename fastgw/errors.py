@@ -2,7 +2,7 @@
 
     FastgwError
     ├── ConfigError      one or more (file, key path, reason) problems; exit status 2
-    ├── HandshakeError   a WebSocket upgrade request we refuse: HTTP status (400, 426, ...)
+    ├── HandshakeError   a WebSocket upgrade request we refuse: HTTP status (400, 403, 426, 503)
     ├── RequestError     a malformed or refused HTTP request: HTTP status (400, 413, 431, ...)
     ├── UpstreamError    the backend failed us: HTTP status 502, 503 or 504, and the cause
     └── FrameError       a WebSocket protocol violation: close code (1002, 1007, 1009)

@@ -27,6 +27,7 @@ import signal
 from fastgw import admin, capacity, log, preflight, upgrade
 from fastgw.acceptor import Acceptor
 from fastgw.backends import DRAINING, Backend, Endpoint
+from fastgw.clientgate import ClientGate, wants_gate
 from fastgw.closepolicy import Ending
 from fastgw.config import Config
 from fastgw.dispatch import Dispatcher
@@ -34,6 +35,7 @@ from fastgw.downstream import CLOSING, RELAYING, ClientConnection
 from fastgw.errors import ConfigError
 from fastgw.health import HealthChecker, backend_health
 from fastgw.listener import bind_socket
+from fastgw.local import ErrorPages
 from fastgw.logfile import LogFile
 from fastgw.metrics import Metrics
 from fastgw.recorder import GatewayRecorder
@@ -62,6 +64,8 @@ def build_backends(config: Config, old: dict[tuple[str, str], Backend]
     probes = {p.name: p for p in config.probes}
     backends: dict[tuple[str, str], Backend] = {}
     removed: list[Endpoint] = []
+    # One session count per settings name, across pools and reloads (max_sessions).
+    counts = {b.settings.name: b.sessions for b in old.values()}
     for pool_name, settings_name in backend_pairs(config):
         pool, settings = config.pool(pool_name), config.settings(settings_name)
         probe = probes[settings.probe] if settings.probe else None
@@ -70,6 +74,8 @@ def build_backends(config: Config, old: dict[tuple[str, str], Backend]
             backend = Backend(pool, settings, probe)
         else:
             removed += backend.update(pool, settings, probe)
+        backend.sessions = counts.setdefault(settings_name, backend.sessions)
+        backend.sessions.limit = settings.max_sessions
         backends[(pool_name, settings_name)] = backend
     for key, backend in old.items():
         if key not in backends:
@@ -88,6 +94,8 @@ class Gateway:
         self.stopped = asyncio.Event()
         self.stats = Stats()
         self.router = Router(config)
+        self.pages = ErrorPages()
+        self.pages.load(config, self.router)
         self.backends, _ = build_backends(config, {})
         self.sweeper = Sweeper(self.loop)
         self.services = Services(config, self.stats, self.loop)
@@ -154,6 +162,7 @@ class Gateway:
                                 self.dispatcher.connection_closed,
                                 self.services.listener_tls(key) if tls else None,
                                 f"{bind}:{port}", self.stats, self.config.gateway.header_timeout)
+            self._gate(acceptor, key)
             if self.dispatcher.accepting:
                 acceptor.start()
             self.acceptors[key] = acceptor
@@ -161,10 +170,27 @@ class Gateway:
                       protocol="https" if tls else "http",
                       listeners=[x.name for x in self.config.listeners if (x.bind, x.port) == key])
 
+    def _gate(self, acceptor: Acceptor, key: tuple[str, int]) -> None:
+        """The socket's PROXY protocol and per-client limits (clientgate.py), as configured now:
+        none at all costs its connections nothing."""
+        listener = next(x for x in self.config.listeners if (x.bind, x.port) == key)
+        gate = acceptor.gate
+        if not wants_gate(listener):
+            if gate is not None:
+                gate.close()
+            acceptor.gate = None  # connections still open keep theirs, to release their counts
+        elif gate is None:
+            gate = ClientGate(self.loop, self.stats, self.sweeper, acceptor.name, listener,
+                              self.config.gateway.header_timeout, self.services)
+            gate.connect = acceptor.connect
+            acceptor.gate = gate
+        else:
+            gate.configure(listener, self.config.gateway.header_timeout)
+
     def _connection(self, key: tuple[str, int], tls: bool) -> ClientConnection:
         # The limits of the configuration current when the connection is accepted.
         conn = ClientConnection(self.dispatcher, self.recorder, self.config.gateway, self.loop,
-                                key, tls)
+                                key, tls, self.pages)
         self.dispatcher.admit(conn)
         return conn
 
@@ -189,6 +215,8 @@ class Gateway:
         self.dispatcher.stopping = True
         for acceptor in self.acceptors.values():
             acceptor.close()
+            if acceptor.gate is not None:
+                acceptor.gate.close()
         self.health.stop()
         gw = self.config.gateway
         longest_drain = 0.0
@@ -232,8 +260,10 @@ class Gateway:
         """Serve `new` from now on. Connections, sessions and the health of servers that are
         still configured are kept; servers no longer configured drain."""
         old_keys = set(self.router.socket_keys())
+        router = Router(new)
+        self.pages.load(new, router)  # first: a page that cannot be read leaves all as it was
         self.config = new
-        self.router = Router(new)
+        self.router = router
         self.backends, removed = build_backends(new, self.backends)
         self.dispatcher.configure(new, self.router, self.backends)
         dispatcher = self.dispatcher
@@ -252,6 +282,10 @@ class Gateway:
             acceptor = self.acceptors.pop(key, None)
             if acceptor is not None:
                 acceptor.close()
+                if acceptor.gate is not None:
+                    acceptor.gate.close()
+        for key, acceptor in self.acceptors.items():
+            self._gate(acceptor, key)
         await self._open_listeners()
         log.event(log.INFO, "reloaded", config=new.source, removed_servers=[e.name for e in removed])
 

@@ -26,14 +26,15 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from typing import Any
+from typing import Any, cast
 
-from fastgw.contracts import Recorder
 from fastgw.downstream import RELAYING, ClientConnection
 from fastgw.frames import FrameScanner, Pump
+from fastgw.recorder import GatewayRecorder
 from fastgw.relay import OPEN, WebSocketSession
 from fastgw.timeouts import NEVER
 from fastgw.upstream import UpstreamConnection
+from fastgw.wsproxy import release_session
 
 MAX_MESSAGE = 65536  # one JSON message; a session's state is well under 1 KiB
 MAX_FDS = 64  # descriptors per message (listeners; SCM_MAX_FD is 253)
@@ -180,7 +181,7 @@ class Departure:
     def fds(self) -> list[int]:
         return [t.get_extra_info("socket").fileno() for t in self.session.transports]
 
-    def retire(self, host: Any, recorder: Recorder) -> None:
+    def retire(self, host: Any, recorder: GatewayRecorder) -> None:
         """The new process has it: let go of our descriptors without a word on either socket
         (closing one descriptor of a socket another process holds sends nothing)."""
         session = self.session
@@ -190,9 +191,10 @@ class Departure:
             transport.close()
         session.ended = True
         session.exchange.session = None
+        release_session(session.exchange)  # the new process counts it now (max_sessions)
         session.endpoint.active -= 1
         recorder.sessions.discard(session)
-        client = session.client
+        client = cast(ClientConnection, session.client)
         client.session = None
         client.deadline_at = NEVER
         host.connection_closed(client)
@@ -246,7 +248,7 @@ class _Identity:
     """What a resumed session keeps of the exchange that opened it: its route and backend (as
     this process configures them), its request's URL and id, for the logs."""
 
-    __slots__ = ("route", "backend", "head", "request_id", "session")
+    __slots__ = ("route", "backend", "head", "request_id", "session", "sessions")
 
     def __init__(self, route: Any, backend: Any, url: bytes, host: str, path: str,
                  request_id: bytes):
@@ -255,6 +257,11 @@ class _Identity:
         self.head = _Head(url, host, path)
         self.request_id = request_id
         self.session: Any = None
+        # A place among the settings' open sessions (max_sessions), as a WebSocketExchange
+        # holds one: given back by wsproxy.release_session when the session ends.
+        count = backend.sessions
+        count.open += 1
+        self.sessions: Any = count
 
 
 class _Head:
@@ -313,7 +320,7 @@ async def resume(state: dict, fds: list[int], gateway: Any) -> WebSocketSession:
         pump = Pump(scanner, session, side=side)
         pump.import_state(leg["tail"].encode("latin-1"), leg["bytes_in"])
         pumps.append(pump)
-    session.pumps = tuple(pumps)
+    session.pumps = (pumps[0], pumps[1])
     session.started = state["started"]
     session.upgrades = state["upgrades"] + 1
     session.ping_count = state["ping_count"]

@@ -13,6 +13,7 @@ import binascii
 import hashlib
 
 from fastgw import http1
+from fastgw.config import parse_origin
 from fastgw.errors import HandshakeError, UpstreamError
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
@@ -82,6 +83,51 @@ def validate_request(head: http1.RequestHead) -> Offer:
     return Offer(key, protocols, extensions)
 
 
+def check_origin(head: http1.RequestHead, allowed: tuple) -> None:
+    """Refuse (403) a handshake whose Origin is missing or not in `allowed`
+    (config.SettingsConfig.websocket_allowed_origins): browsers send Origin with every
+    handshake (RFC 6455 section 4.1 step 8, section 10.2) and no CORS check protects a
+    WebSocket, so the allowlist is what stops cross-site WebSocket hijacking."""
+    # Not indexed in head.fields: only a handshake under an allowlist reads it.
+    values = [pair[1] for pair, lname in zip(head.headers, head.lnames) if lname == b"origin"]
+    if not values:
+        raise HandshakeError(403, "Origin header missing (websocket_allowed_origins is set)")
+    text = b",".join(values).decode("latin-1")
+    origin = parse_origin(text) if len(values) == 1 else None
+    if origin is not None:
+        scheme, host, port = origin
+        for a_scheme, a_host, a_port in allowed:
+            if a_scheme == scheme and a_port == port and (
+                    a_host == host or (a_host[0] == "." and host.endswith(a_host))):
+                return
+    raise HandshakeError(403, f"Origin {text!r} is not in websocket_allowed_origins")
+
+
+def restrict_protocols(head: http1.RequestHead, offer: Offer, allowed: tuple) -> None:
+    """Keep only the offered subprotocols in `allowed` (websocket_allowed_subprotocols), in the
+    offer and in the Sec-WebSocket-Protocol the backend gets; 403 when none is left (the backend
+    could only refuse or pick one we do not allow). An offer of none is left alone."""
+    kept = tuple(p for p in offer.protocols if p.decode("latin-1") in allowed)
+    if not kept:
+        raise HandshakeError(403, "none of the offered subprotocols is in "
+                                  "websocket_allowed_subprotocols")
+    if kept == offer.protocols:
+        return
+    offer.protocols = kept
+    headers = []
+    lnames = []
+    for pair, lname in zip(head.headers, head.lnames):
+        if lname == b"sec-websocket-protocol":
+            if lname in lnames:
+                continue  # one header carries the list (RFC 6455 section 11.3.4)
+            pair = (pair[0], b", ".join(kept))
+        headers.append(pair)
+        lnames.append(lname)
+    head.headers = headers
+    head.lnames = lnames
+    head.fields[b"sec-websocket-protocol"] = [b", ".join(kept)]
+
+
 class Agreement:
     """What the backend's 101 settled: passed on to the client, and to the relay's scanners."""
 
@@ -113,7 +159,9 @@ def check_response(offer: Offer, head: http1.ResponseHead) -> Agreement:
     if protocol is not None:
         protocol = protocol.strip()
         if protocol not in offer.protocols:
-            raise UpstreamError(502, f"backend chose subprotocol {protocol!r} the client did not offer")
+            # Not offered to the backend: the client did not offer it, or it is not allowed.
+            raise UpstreamError(502, f"backend chose subprotocol {protocol!r}, which was not "
+                                     "offered to it")
     extensions = []
     for value in head.fields.get(b"sec-websocket-extensions") or ():
         for ext in value.split(b","):

@@ -392,18 +392,24 @@ def client_response_head(head: ResponseHead, framing: bytes, keep_alive: bool,
     return b"".join(out)
 
 
+TEXT_PLAIN = b"text/plain; charset=utf-8"
+
+
 def simple_response(status: int, body: str = "", *, keep_alive: bool = False,
-                    headers: tuple = (), head_only: bool = False) -> bytes:
-    """A short response the gateway writes itself (errors, redirects): text/plain body."""
+                    headers: tuple = (), head_only: bool = False, payload: bytes = b"",
+                    content_type: bytes = TEXT_PLAIN) -> bytes:
+    """A short response the gateway writes itself (errors, redirects): a text/plain `body`, or
+    `payload` bytes of `content_type` (an error page)."""
     phrase = reason(status)
-    if not body:
-        body = f"{status} {phrase}\n"
-    payload = body.encode("utf-8")
+    if not payload:
+        if not body:
+            body = f"{status} {phrase}\n"
+        payload = body.encode("utf-8")
     out = [f"HTTP/1.1 {status} {phrase}\r\nServer: fastgw\r\n".encode()]
     for name, value in headers:
         out.append(f"{name}: {value}\r\n".encode("latin-1"))
     if status not in (204, 304):
-        out.append(b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n" % len(payload))
+        out.append(b"Content-Type: %s\r\nContent-Length: %d\r\n" % (content_type, len(payload)))
     out.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
     if not head_only and status not in (204, 304):
         out.append(payload)

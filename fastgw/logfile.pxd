@@ -14,5 +14,5 @@ cdef class LogFile:
     cdef public bint failing
     cdef public Py_ssize_t dropped
 
-    cpdef write(self, str line)
+    cpdef write(self, bytes line)
     cpdef flush(self)

@@ -41,7 +41,7 @@ class LogFile:
         # Text lines instead of JSON for a terminal (log.setup); a file always gets JSON.
         self.text = destination == "-" and log.text_format()
         self.fd = -1 if destination == "-" else self._open()
-        self.lines: list[str] = []
+        self.lines: list[bytes] = []
         self.size = 0
         self.timer: Any = None
         self.failing = False  # the last write failed (logged once per episode)
@@ -51,10 +51,10 @@ class LogFile:
         return os.open(self.destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                        0o644)
 
-    def write(self, line: str) -> None:
-        """Queue one JSON record line (without its newline)."""
+    def write(self, line: bytes) -> None:
+        """Queue one JSON record line (UTF-8, without its newline)."""
         if self.text:
-            line = log.json_to_text(line)
+            line = log.json_to_text(line.decode("utf-8")).encode("utf-8", "replace")
         self.lines.append(line)
         self.size += len(line) + 1
         if self.size >= BUFFER_BYTES:
@@ -67,7 +67,7 @@ class LogFile:
 
     def write_record(self, record: dict[str, Any], level: str = "info") -> None:
         """Queue one record built as a dict (the firewall log's), in the log envelope."""
-        self.write(log.json_record(self.name, level, record))
+        self.write(log.json_record(self.name, level, record).encode("utf-8", "replace"))
 
     def _timed_flush(self) -> None:
         self.timer = None
@@ -80,14 +80,12 @@ class LogFile:
             self.timer = None
         if not self.lines:
             return
-        lines = self.lines
-        data = "\n".join(lines) + "\n"
+        payload = whole = b"\n".join(self.lines) + b"\n"
         if self.fd < 0:
             self.lines = []
             self.size = 0
-            log.write_stderr(data)
+            log.write_stderr(whole.decode("utf-8", "replace"))
             return
-        payload = whole = data.encode("utf-8", "replace")
         try:
             while payload:
                 payload = payload[os.write(self.fd, payload):]
@@ -112,8 +110,7 @@ class LogFile:
             log.event(log.ERROR, "log_write_failed", log=self.name, destination=self.destination,
                       error=exc.strerror or str(exc), retained_bytes=RETAIN_BYTES)
         # What was not written is the tail of the batch: keep its whole lines.
-        text = unwritten.decode("utf-8", "replace")
-        self.lines = [line for line in text.split("\n") if line]
+        self.lines = [line for line in unwritten.split(b"\n") if line]
         if mid_line and self.lines:
             del self.lines[0]
             self.dropped += 1

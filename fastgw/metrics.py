@@ -97,6 +97,9 @@ class Metrics:
                                     "firewall log, by log and errno", ["log", "error"], **reg)
         self.m_log_dropped = Counter("fastgw_log_dropped_lines", "Log lines dropped after failed "
                                      "writes (beyond what is kept for a retry)", ["log"], **reg)
+        self.m_client_refusals = Counter("fastgw_client_refusals", "Clients refused by a listener's "
+                                         "PROXY protocol or per-client limits, by reason",
+                                         ["reason"], **reg)
         self.m_waf = Counter("fastgw_waf_matches", "WAF rule matches by rule id and action",
                              ["rule_id", "action"], **reg)
         # key -> the total last synced: a number for a counter, (bucket counts, sum) for a histogram
@@ -158,6 +161,8 @@ class Metrics:
             self._add(self.m_log_errors, labels, ("logerr",) + labels, n)
         for labels, n in list(s.log_dropped.items()):
             self._add(self.m_log_dropped, labels, ("logdrop",) + labels, n)
+        for labels, n in list(s.client_refusals.items()):
+            self._add(self.m_client_refusals, labels, ("refused",) + labels, n)
         for labels, n in list(s.waf.items()):
             self._add(self.m_waf, tuple(map(str, labels)), ("waf",) + labels, n)
         frames = list(s.frames_closed)

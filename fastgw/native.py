@@ -33,11 +33,16 @@ import sys
 COMPILED = (
     "contracts", "http1", "downstream", "upstream", "proxy", "wsproxy", "handshake", "relay",
     "local", "routing", "balancer", "backends", "affinity", "stats", "timeouts", "services",
-    "recorder", "dispatch", "accesslog", "logfile", "acceptor",
+    "recorder", "dispatch", "accesslog", "logfile", "acceptor", "rewrite",
 )
 
-# Every extension setup.py builds: the frame engine (a .pyx, twin _frames_py.py) and COMPILED.
-EXTENSIONS = ("_frames",) + COMPILED
+# The `.pyx` engines, each with a separate twin fastgw/<name>_py.py and a selector module that
+# picks one (engine()): the frame engine (frames.py) and the access log's line writer
+# (logline.py).
+ENGINES = ("_frames", "_logline")
+
+# Every extension setup.py builds.
+EXTENSIONS = ENGINES + COMPILED
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _NO_EXTENSIONS = os.environ.get("FASTGW_NO_EXTENSIONS") == "1"
@@ -80,6 +85,25 @@ def implementation() -> str:
     return "mixed" if len(kinds) > 1 else ("c" if kinds == {True} else "py")
 
 
+def engine(name: str):
+    """(module, "c" or "py"): the `.pyx` engine fastgw.<name> (ENGINES), or its twin
+    fastgw.<name>_py under FASTGW_NO_EXTENSIONS=1 or where the engine is not built.
+    FASTGW_REQUIRE_EXTENSIONS=1 makes a missing or broken engine an ExtensionsRequired error (one
+    line saying why), so that a wheel or CI build that failed to compile cannot pass quietly
+    on the twin."""
+    if _NO_EXTENSIONS:
+        if _REQUIRE:
+            raise ExtensionsRequired(required_problem())
+        return importlib.import_module(f"fastgw.{name}_py"), "py"
+    try:
+        return importlib.import_module(f"fastgw.{name}"), "c"
+    except ImportError as exc:
+        if _REQUIRE:
+            raise ExtensionsRequired(
+                required_problem() or f"fastgw.{name} does not import: {exc}") from None
+        return importlib.import_module(f"fastgw.{name}_py"), "py"
+
+
 def load_twin(name: str):
     """A fresh copy of fastgw.<name> from its .py source, beside the compiled one (for tests
     that compare the two in one process). It is not registered in sys.modules."""
@@ -117,7 +141,7 @@ _CIMPORT = re.compile(r"^\s*from\s+fastgw\.(\w+)\s+cimport\b", re.M)
 def sources(name: str) -> list[str]:
     """The files Cython compiles fastgw.<name> from: its .pyx or .py, its .pxd, and the .pxd
     files that one cimports (their declarations are compiled into it)."""
-    main = os.path.join(_HERE, name + (".pyx" if name == "_frames" else ".py"))
+    main = os.path.join(_HERE, name + (".pyx" if name in ENGINES else ".py"))
     found, todo = [main], [name]
     while todo:
         pxd = os.path.join(_HERE, todo.pop() + ".pxd")

@@ -2,8 +2,8 @@
 
 config.py validates the file itself; this module looks at what the file points to: certificate
 and key files (readable, PEM, matching, not encrypted without a passphrase; expired is only a
-warning), CA bundles, and the WAF's rule sets. Problems are (file, key path, reason), like a
-ConfigError's; warnings are printed lines.
+warning), CA bundles (of https backends, and listeners' client_ca), and the WAF's rule sets.
+Problems are (file, key path, reason), like a ConfigError's; warnings are printed lines.
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ def check(cfg: Config) -> tuple[list[tuple[str, str, str]], list[str]]:
             continue
         prefix = item_key("listeners", i, lst.name)
         unreadable = False
-        for key in ("certificate", "private_key"):
+        for key in ("certificate", "private_key", "client_ca"):
+            if getattr(lst, key) is None:
+                continue
             why = _readable(getattr(lst, key))
             if why:
                 problems.append((src, f"{prefix}.{key}", why))
@@ -69,6 +71,12 @@ def check(cfg: Config) -> tuple[list[tuple[str, str, str]], list[str]]:
         except ssl.SSLError as exc:
             problems.append((src, key, f"{s.trusted_root_certificate}: not a PEM CA bundle "
                              f"({exc.reason or exc})"))
+    # Imported here: a compiled module, which the CLI must be able to report missing first.
+    from fastgw import local
+    for key, _, _, path in local.page_files(cfg):
+        _, why = local.read_page(path)
+        if why:
+            problems.append((src, key, why))
     problems += waf_problems(cfg)
     return problems, warnings
 

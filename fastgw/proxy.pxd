@@ -4,6 +4,7 @@
 
 from fastgw.contracts cimport ClientSide, ExchangeServices, ProxiedExchange
 from fastgw.http1 cimport ResponseHead
+from fastgw.rewrite cimport Request, apply_headers, rewrite_response
 from fastgw.upstream cimport UpstreamConnection
 
 cdef class HttpExchange(ProxiedExchange):
@@ -27,6 +28,7 @@ cdef class HttpExchange(ProxiedExchange):
     cdef public list out
     cdef public double request_timeout
     cdef public bint cookie_affinity
+    cdef public Request rewrite
 
     cpdef start(self)
     cpdef request_body(self, bytes data)
@@ -52,6 +54,7 @@ cdef class HttpExchange(ProxiedExchange):
     cdef _attach(self, UpstreamConnection conn)
     cdef bytes request_head(self)
     cdef tuple response_extra(self)
+    cdef edit_response_head(self, ResponseHead head)
     cdef _flush(self)
     cdef bint _close_delimited(self)
     cdef _release_endpoint(self)

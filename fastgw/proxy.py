@@ -28,8 +28,6 @@ A WAF verdict that blocks answers from INSPECTING, before any backend connection
 from __future__ import annotations
 
 import enum
-import itertools
-import os
 import traceback
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -56,6 +54,8 @@ from fastgw.http1 import (
     response_framing,
     response_version,
 )
+from fastgw.local import gateway_answer, next_request_id
+from fastgw.rewrite import apply_headers, rewrite_response
 from fastgw.upstream import IDLE_TIMEOUT, UpstreamConnection, connect
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,10 +75,6 @@ class ExchangeState(enum.IntEnum):
 # The states as module globals: read on every request, they are cheaper than ExchangeState.<name>.
 WAITING, INSPECTING, CONNECTING, SENT, RESPONDING, DONE = ExchangeState
 
-# Transaction ids (X-Request-Id, access log): a random per-process prefix and a counter, unique
-# without a system call per request.
-_ID_PREFIX = os.urandom(8).hex().encode()
-_id_counter = itertools.count(1)
 
 
 def parser_failure(what: str, exc: Exception) -> str:
@@ -96,10 +92,6 @@ def _connect_failed() -> None:
     """HttpExchange._connect handles its own errors: nothing escapes it but a cancellation."""
 
 
-def next_request_id() -> bytes:
-    return b"%s%016x" % (_ID_PREFIX, next(_id_counter))
-
-
 # Body bytes buffered for a request whose backend connection is not ready yet, before the client
 # is paused.
 MAX_BUFFERED_BODY = 256 * 1024
@@ -114,7 +106,7 @@ class HttpExchange(ProxiedExchange):
                  "received_bytes", "connect_task", "client_paused_by_us", "response_head",
                  "releasing",
                  "last_error", "affinity", "waf", "out", "request_timeout", "cookie_affinity",
-                 "read_at")
+                 "read_at", "rewrite")
 
     def __init__(self, client: ClientSide, head: http1.RequestHead, route: Route,
                  backend: Backend, services: ExchangeServices):
@@ -149,6 +141,8 @@ class HttpExchange(ProxiedExchange):
         self.connect_task: Coroutine[Any, Any, None] | None = None
         self.releasing: UpstreamConnection | None = None  # released once the read is parsed
         self.client_paused_by_us = False
+        # rewrite.Request when the route has a rewrite rule set (the dispatcher sets it).
+        self.rewrite: Any = None
 
     # -- driving the request ---------------------------------------------------------------
 
@@ -203,9 +197,9 @@ class HttpExchange(ProxiedExchange):
             body = (f"{verdict.status} {http1.reason(verdict.status)}\n"
                     f"The request was blocked by the web application firewall.\n"
                     f"Transaction id: {verdict.transaction_id}\n")
-            client.write(http1.simple_response(verdict.status, body, keep_alive=self.keep_client,
-                                               headers=headers,
-                                               head_only=head.method == b"HEAD"))
+            client.write(gateway_answer(client, head, self.route, verdict.status, body,
+                                        self.request_id, keep_alive=self.keep_client,
+                                        headers=headers, head_only=head.method == b"HEAD"))
             self.state = RESPONDING
             self._finish()
             return
@@ -320,9 +314,21 @@ class HttpExchange(ProxiedExchange):
         head = self.head
         settings = self.backend.settings
         host = settings.host_name.encode("latin-1") if settings.host_name else head.host or b""
+        rewrite = self.rewrite
+        if rewrite is not None and rewrite.edits:
+            # Made here, after the WAF saw the request as the client sent it; once only, since
+            # a retry on another server sends this head again.
+            head.headers, head.lnames = apply_headers(head.headers, head.lnames, rewrite.edits)
+            rewrite.edits = ()
         extra = () if head.request_id is not None else ((b"X-Request-Id", self.request_id),)
         return forward_request_head(head, host, client.peer_ip, client.proto, client.port_bytes,
                                     self.upgrading, extra)
+
+    def edit_response_head(self, head: ResponseHead) -> None:
+        """The route's rewrite set applied to a response head from the backend."""
+        edits = rewrite_response(self.rewrite, head.headers, head.lnames)
+        if edits:
+            head.headers, head.lnames = apply_headers(head.headers, head.lnames, edits)
 
     def response_extra(self) -> tuple:
         """Set-Cookie headers when this response pins (or re-pins) the client to a server."""
@@ -435,6 +441,8 @@ class HttpExchange(ProxiedExchange):
             self.keep_client = False
         self.framing = framing
         self.state = RESPONDING
+        if self.rewrite is not None:
+            self.edit_response_head(head)
         extra = self.response_extra() if self.cookie_affinity else ()
         self.out.append(client_response_head(head, framing, self.keep_client,
                                                    req.version, extra))
@@ -573,8 +581,9 @@ class HttpExchange(ProxiedExchange):
                   cause=error.cause)
         if not self.request_done:
             self.keep_client = False  # the rest of the body would be read as a new request
-        self.client.write(http1.simple_response(error.status, keep_alive=self.keep_client,
-                                                head_only=self.head.method == b"HEAD"))
+        self.client.write(gateway_answer(self.client, self.head, self.route, error.status, "",
+                                         self.request_id, keep_alive=self.keep_client,
+                                         head_only=self.head.method == b"HEAD"))
         self.state = RESPONDING
         self._finish()
 

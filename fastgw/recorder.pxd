@@ -5,6 +5,7 @@ from fastgw.backends cimport Backend, Endpoint
 from fastgw.contracts cimport ClientSide, Exchange, Recorder
 from fastgw.http1 cimport RequestHead
 from fastgw.logfile cimport LogFile
+from fastgw.relay cimport WebSocketSession
 from fastgw.stats cimport Stats
 
 cdef class GatewayRecorder(Recorder):
@@ -20,3 +21,7 @@ cdef class GatewayRecorder(Recorder):
     cpdef session_started(self, object session)
     @cython.locals(access_log=LogFile)
     cpdef session_ended(self, object session)
+
+# exchange: a WebSocketExchange, or a resumed session's identity (fastgw.handover)
+@cython.locals(client=ClientSide, endpoint=Endpoint)
+cdef bytes _session_line(WebSocketSession session, double now)

@@ -9,14 +9,18 @@ which the gateway closes on shutdown or when their server drains.
 
 from __future__ import annotations
 
+from time import time
 from typing import Any
 
-from fastgw.accesslog import request_line, session_line, timestamp
+from fastgw.accesslog import request_line
 from fastgw.contracts import ClientSide, Exchange, Recorder
 from fastgw.http1 import STATUS_CLASSES, status_class_index
 from fastgw.logfile import LogFile
+from fastgw.logline import session_line
+from fastgw.relay import WebSocketSession
 from fastgw.routing import Router
 from fastgw.stats import Stats, close_code_label
+from fastgw.wsproxy import release_session
 
 
 class GatewayRecorder(Recorder):
@@ -47,13 +51,15 @@ class GatewayRecorder(Recorder):
         if ex.handshake:
             outcome = "101" if status == 101 else "timeout" if status == 504 else labels[3]
             stats.upgrades[(outcome,)] += 1
+            if ex.upgrading and status != 101:  # a WebSocketExchange that got no session
+                release_session(ex)
         access_log = self.access_log
         if access_log is not None:
             head = ex.head
             backend = ex.backend
             endpoint = ex.endpoint
             access_log.write(request_line(
-                timestamp(), ex.handshake, client.peer_ip, client.peer_port, client.tls_info, head,
+                time(), ex.handshake, client.peer_ip, client.peer_port, client.tls_info, head,
                 status, ex.body_received, client.sent - ex.sent_at_start,
                 self.clock() - head.t0 if head is not None and head.t0 else 0.0, labels,
                 backend.settings if backend is not None else None,
@@ -66,6 +72,7 @@ class GatewayRecorder(Recorder):
 
     def session_ended(self, session: Any) -> None:
         self.sessions.discard(session)
+        release_session(session.exchange)
         stats = self.stats
         stats.closes[(close_code_label(session.close_code), session.closed_by or "unknown")] += 1
         for i, pump in enumerate(session.pumps):
@@ -74,4 +81,24 @@ class GatewayRecorder(Recorder):
         stats.durations.observe(session.duration)
         access_log = self.access_log
         if access_log is not None:
-            access_log.write(session_line(session, timestamp()))
+            access_log.write(_session_line(session, time()))
+
+
+def _session_line(session: WebSocketSession, now: float) -> bytes:
+    """The `session-end` record's line (the values of the session's summary()). Picked here,
+    not in accesslog.py, because this layer knows the session's type: the compiled build reads
+    its fields directly."""
+    client = session.client
+    exchange = session.exchange
+    endpoint = session.endpoint
+    from_client, from_backend = session.pumps
+    c = from_client.scanner
+    b = from_backend.scanner
+    code = session.close_code
+    return session_line(
+        now, client.peer_ip, client.peer_port, exchange.head.original_url,
+        exchange.route.listener.name, session.route.rule.name, endpoint.backend.pool.name,
+        exchange.backend.settings.name, endpoint.name, exchange.request_id,
+        round(session.duration, 3), code if code is not None else 1005,
+        session.closed_by or "unknown", session.close_reason or "", c.frames,
+        from_client.bytes_in, b.frames, from_backend.bytes_in, c.messages, b.messages, session.upgrades)

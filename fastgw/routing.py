@@ -24,6 +24,7 @@ from urllib.parse import unquote
 
 from fastgw.config import Config, ListenerConfig, RuleConfig
 from fastgw.http1 import STATUS_CLASSES
+from fastgw.rewrite import RuleSet, compile_set
 
 _MISSING = object()
 
@@ -34,7 +35,8 @@ class Route:
 
     `backend_key` is (pool, settings), the key of the gateway's Backend (("", "") for a
     redirect). `counter_labels[i]` are the request counter's labels (listener, rule, pool, status class)
-    for the status class http1.STATUS_CLASSES[i]: made once here, looked up per request."""
+    for the status class http1.STATUS_CLASSES[i]: made once here, looked up per request.
+    `rewrite` is the compiled rewrite rule set of the rule or path map, or None."""
 
     listener: ListenerConfig
     rule: RuleConfig
@@ -43,12 +45,14 @@ class Route:
     is_redirect: bool = False
     backend_key: tuple[str, str] = ("", "")
     counter_labels: tuple = ()
+    rewrite: RuleSet | None = None
 
 
 def _route(listener: ListenerConfig, rule: RuleConfig, pool: str | None, settings: str | None,
-           is_redirect: bool = False) -> Route:
+           is_redirect: bool = False, rewrite: RuleSet | None = None) -> Route:
     labels = tuple((listener.name, rule.name, pool or "", cls) for cls in STATUS_CLASSES)
-    return Route(listener, rule, pool, settings, is_redirect, (pool or "", settings or ""), labels)
+    return Route(listener, rule, pool, settings, is_redirect, (pool or "", settings or ""), labels,
+                 rewrite)
 
 
 # The compiled table's parts are plain classes (not dataclasses): compiled, they are extension
@@ -111,7 +115,10 @@ class Router:
 
     def __init__(self, config: Config):
         self.config = config
-        sites = {lst.name: _Site(lst, self._compile_rules(config, lst)) for lst in config.listeners}
+        # Each set compiled once (its patterns with it), shared by the routes that name it.
+        sets = {s.name: compile_set(s) for s in config.rewrite_rule_sets}
+        sites = {lst.name: _Site(lst, self._compile_rules(config, lst, sets))
+                 for lst in config.listeners}
         groups: dict[tuple[str, int], list[ListenerConfig]] = {}
         for lst in config.listeners:
             groups.setdefault((lst.bind, lst.port), []).append(lst)
@@ -133,7 +140,8 @@ class Router:
         self._sites: dict = {}
 
     @staticmethod
-    def _compile_rules(config: Config, listener: ListenerConfig) -> tuple[_PathMatcher, ...]:
+    def _compile_rules(config: Config, listener: ListenerConfig, sets: dict[str, RuleSet]
+                       ) -> tuple[_PathMatcher, ...]:
         rules = sorted((r for r in config.rules if r.listener == listener.name),
                        key=lambda r: (r.priority, r.order))
         compiled = []
@@ -141,10 +149,11 @@ class Router:
             default = None
             if rule.type == "redirect" or rule.backend_pool is not None:
                 default = _route(listener, rule, rule.backend_pool, rule.backend_settings,
-                                 rule.type == "redirect")
+                                 rule.type == "redirect", sets.get(rule.rewrite_rule_set or ""))
             patterns = []
             for path_map in rule.paths:
-                route = _route(listener, rule, path_map.backend_pool, path_map.backend_settings)
+                route = _route(listener, rule, path_map.backend_pool, path_map.backend_settings,
+                               False, sets.get(path_map.rewrite_rule_set or ""))
                 for p in path_map.paths:
                     if p.endswith("*"):
                         patterns.append((p[:-1], True, route))
@@ -219,12 +228,17 @@ class Router:
                 for matcher in site.rules:
                     for pattern, is_prefix, route in matcher.patterns:
                         shown = pattern + "*" if is_prefix else pattern
-                        lines.append(f"    {shown:<24} -> {_target(route)}  (rule {route.rule.name!r})")
+                        lines.append(f"    {shown:<24} -> {_target(route)}  {_origin(route)}")
                     if matcher.default is not None:
                         label = "(any path)" if not matcher.patterns else "(other paths)"
                         route = matcher.default
-                        lines.append(f"    {label:<24} -> {_target(route)}  (rule {route.rule.name!r})")
+                        lines.append(f"    {label:<24} -> {_target(route)}  {_origin(route)}")
         return lines
+
+
+def _origin(route: Route) -> str:
+    rewrite = f", rewrite {route.rewrite.name!r}" if route.rewrite is not None else ""
+    return f"(rule {route.rule.name!r}{rewrite})"
 
 
 def _target(route: Route) -> str:

@@ -65,11 +65,13 @@ class Services(ExchangeServices):
             if policy not in wafs:
                 waf.close()
         destination = config.gateway.firewall_log
+        # Per-client rate limits write their refusals there too.
+        wanted = bool(wafs) or any(lst.requests_per_ip for lst in config.listeners)
         if self.firewall_log is not None \
-                and (not wafs or self.firewall_log.destination != destination):
+                and (not wanted or self.firewall_log.destination != destination):
             self.firewall_log.close()
             self.firewall_log = None
-        if wafs and self.firewall_log is None and destination != "off":
+        if wanted and self.firewall_log is None and destination != "off":
             self.firewall_log = LogFile(destination, "firewall", self.loop, self.stats)
 
     def waf_for(self, listener: ListenerConfig) -> Any:
@@ -84,9 +86,13 @@ class Services(ExchangeServices):
         from fastgw.waf import firewall_log_records
         for record in firewall_log_records(verdict):
             self.stats.waf[(str(record.get("ruleId", "")), record.get("action", ""))] += 1
-            if self.firewall_log is not None:
-                level = "warning" if record.get("action") == "Blocked" else "info"
-                self.firewall_log.write_record(record, level)
+            self.firewall_record(record)
+
+    def firewall_record(self, record: dict) -> None:
+        """One record for the firewall log (the WAF's, and per-client rate limits')."""
+        if self.firewall_log is not None:
+            level = "warning" if record.get("action") == "Blocked" else "info"
+            self.firewall_log.write_record(record, level)
 
     # -- TLS ---------------------------------------------------------------------------------
 

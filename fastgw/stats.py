@@ -58,7 +58,7 @@ class Stats:
 
     __slots__ = ("requests", "upgrades", "sessions", "closes", "probes", "waf",
                  "frames_closed", "bytes_closed", "latency", "durations", "log_errors",
-                 "log_dropped", "accept_errors", "connect_errors")
+                 "log_dropped", "accept_errors", "connect_errors", "client_refusals")
 
     def __init__(self) -> None:
         self.requests = Tally()  # (listener, rule, pool, class)
@@ -76,6 +76,7 @@ class Stats:
         self.log_dropped = Tally()  # (log,): lines dropped after failed writes
         self.accept_errors = Tally()  # (errno name,): accepting paused for lack of descriptors
         self.connect_errors = Tally()  # (errno name,): backend connects the gateway could not make
+        self.client_refusals = Tally()  # (reason,): clientgate.py's per-client refusals
 
     def latency_histo(self, pool: str) -> Histo:
         """The upstream response-time histogram of a pool (a Backend keeps it at hand)."""

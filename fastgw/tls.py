@@ -12,6 +12,16 @@ Each listening socket keeps one outer SSLContext for its lifetime; its SNI callb
 per-listener context that is current. Reloading certificates (SIGHUP) builds new per-listener
 contexts: new handshakes use them, established sessions are untouched.
 
+Mutual TLS: `client_ca` (a PEM bundle) and `client_verify` on an https listener. "required":
+a client without a certificate the CA signed fails the handshake (CERT_REQUIRED). "optional":
+a certificate is asked for and a client may send none (CERT_OPTIONAL); one that is sent must
+verify, or the handshake fails as well, since the ssl module cannot accept an unverified
+certificate (nginx's `ssl_verify_client optional` does the same). So the verification result a
+rewrite rule reads (client_certificate_verification) is "SUCCESS" or "NONE". "off": none is asked
+for. Whether a certificate is asked for is decided when the connection is accepted, before SNI
+picks the listener, so listeners sharing a port share client_verify (config.py checks it); the
+CA, like the certificate, comes from the listener SNI picks, and is re-read on reload.
+
 Backends: `protocol = "https"` settings verify the server against `trusted_root_certificate`
 (a PEM bundle) or the system roots, and check its name against `host_name` when set, else the
 server's address, which is also sent as SNI (unless it is an IP address).
@@ -60,7 +70,21 @@ def listener_context(listener: ListenerConfig) -> ssl.SSLContext:
     if hasattr(ssl, "OP_NO_RENEGOTIATION"):
         ctx.options |= ssl.OP_NO_RENEGOTIATION
     load_chain(ctx, listener.certificate, listener.private_key)
+    if listener.client_ca:
+        try:
+            ctx.load_verify_locations(cafile=listener.client_ca)
+        except ssl.SSLError as exc:
+            raise TlsConfigError("client_ca", f"{listener.client_ca}: not a PEM CA bundle "
+                                 f"({exc.reason or exc})") from None
+        except OSError as exc:
+            raise TlsConfigError("client_ca", f"{listener.client_ca}: cannot read: "
+                                 f"{exc.strerror}") from None
+    ctx.verify_mode = _VERIFY_MODES[listener.client_verify]
     return ctx
+
+
+_VERIFY_MODES = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
+                 "off": ssl.CERT_NONE}
 
 
 def load_chain(ctx: ssl.SSLContext, certificate: str | None, private_key: str | None) -> None:
@@ -128,6 +152,11 @@ class TlsManager:
                     (listener, listener_context(listener)))
         self.sites = sites
         self.client_contexts = {}
+        # A connection takes its verify mode from the outer context it is accepted with (SNI
+        # swaps the CA and certificate, not the mode): keep the outer ones current.
+        for key, outer in self.outer.items():
+            if key in sites:
+                outer.verify_mode = sites[key][0][1].verify_mode
 
     def server_context(self, key: tuple[str, int]) -> ssl.SSLContext:
         """The outer context of a listening socket (created once, kept across reloads)."""

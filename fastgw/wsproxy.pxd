@@ -1,5 +1,8 @@
 # Pure-Python-mode declarations for Cython (fastgw/native.py).
 
+cimport cython
+
+from fastgw.backends cimport SessionCount
 from fastgw.contracts cimport Recorder
 from fastgw.handshake cimport Offer
 from fastgw.http1 cimport ResponseHead
@@ -14,9 +17,13 @@ cdef class WebSocketExchange(HttpExchange):
     cdef public WebSocketSession session
     cdef public Recorder recorder
     cdef public double close_timeout
+    cdef public SessionCount sessions
 
     cpdef client_data(self, bytes data)
     cpdef client_lost(self)
     cpdef upstream_data(self, bytes data)
     cpdef response_head_complete(self)
     cdef _switch(self, bytes backend_early)
+
+@cython.locals(count=SessionCount)
+cpdef release_session(ex)

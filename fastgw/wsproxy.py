@@ -11,7 +11,7 @@ which the connection closes (what the client sent after its request may be WebSo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httptools
 
@@ -22,7 +22,7 @@ from fastgw.proxy import DONE, HttpExchange, parser_failure
 from fastgw.relay import WebSocketSession
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fastgw.backends import Backend
+    from fastgw.backends import Backend, SessionCount
     from fastgw.routing import Route
 
 # Client bytes held while the handshake is with the backend (frames sent before our 101).
@@ -31,7 +31,7 @@ MAX_EARLY_DATA = 1 << 20
 
 class WebSocketExchange(HttpExchange):
     __slots__ = ("offer", "early", "early_bytes", "switching", "session", "recorder",
-                 "close_timeout")
+                 "close_timeout", "sessions")
 
     def __init__(self, client: ClientSide, head: http1.RequestHead, route: Route,
                  backend: Backend, services: ExchangeServices, offer: handshake.Offer,
@@ -47,6 +47,11 @@ class WebSocketExchange(HttpExchange):
         self.retry_ok = True  # nothing of a handshake is lost by sending it again elsewhere
         self.switching: http1.ResponseHead | None = None
         self.session: WebSocketSession | None = None
+        # A place among the settings' open sessions (max_sessions), taken now and given back
+        # by release_session when the handshake fails or the session ends.
+        count = backend.sessions
+        count.open += 1
+        self.sessions: SessionCount | None = count
 
     # -- bytes from the client before the session starts ----------------------------------
 
@@ -101,6 +106,10 @@ class WebSocketExchange(HttpExchange):
         conn.parser = None  # the connection carries frames from now on
         self.parser = None  # the endpoint's active count now belongs to the session
         client = self.client
+        if self.rewrite is not None:
+            # The Sec-WebSocket-* headers the backend agreed on stay as they are: config.py
+            # refuses rules that touch them.
+            self.edit_response_head(head)
         client.write(handshake.client_101(head, self.response_extra()))
         self.status = 101
         self.state = DONE
@@ -116,6 +125,7 @@ class WebSocketExchange(HttpExchange):
         request.headers = []
         request.lnames = []
         request.fields = {}
+        self.rewrite = None  # it holds the original header lists
         self.switching = None
         if log.enabled(log.DEBUG):
             log.event(log.DEBUG, "websocket_open", rule=self.route.rule.name,
@@ -125,3 +135,15 @@ class WebSocketExchange(HttpExchange):
     def client_lost(self) -> None:
         if self.session is None:
             HttpExchange.client_lost(self)
+            release_session(self)
+
+
+def release_session(ex: Any) -> None:
+    """Give back the exchange's place among its settings' sessions (once; called when the
+    handshake is answered without a session, its client is lost, or its session ends). `ex` is
+    a WebSocketExchange, or the identity of a session resumed after a live upgrade
+    (fastgw.handover), which holds a place the same way."""
+    count = ex.sessions
+    if count is not None:
+        ex.sessions = None
+        count.open -= 1

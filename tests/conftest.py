@@ -1,5 +1,5 @@
-"""Shared fixtures. `impl` runs a test on both frame engines: the Cython module ("c") and its
-pure-Python twin ("py") -- DESIGN.md section 3.1."""
+"""Shared fixtures. `impl` runs a test on both frame engines, `line_engine` on both access-log
+line writers: the Cython module ("c") and its pure-Python twin ("py") -- DESIGN.md section 3.1."""
 
 import importlib
 import os
@@ -10,15 +10,15 @@ _NO_EXT = os.environ.get("FASTGW_NO_EXTENSIONS") == "1"
 _REQUIRE_EXT = os.environ.get("FASTGW_REQUIRE_EXTENSIONS") == "1"
 
 
-def _c_module():
+def _c_module(name: str = "_frames"):
     try:
-        return importlib.import_module("fastgw._frames")
+        return importlib.import_module(f"fastgw.{name}")
     except ImportError as exc:
         if _REQUIRE_EXT:
-            pytest.fail(f"FASTGW_REQUIRE_EXTENSIONS=1 but fastgw._frames cannot be imported: {exc}")
+            pytest.fail(f"FASTGW_REQUIRE_EXTENSIONS=1 but fastgw.{name} cannot be imported: {exc}")
         pytest.skip(
-            f"!!! fastgw._frames (the C extension) is NOT BUILT -- only the twin was tested: {exc}. "
-            "Build it with `python setup.py build_ext --inplace`."
+            f"!!! fastgw.{name} (a C extension) is NOT BUILT -- only the twin was tested: {exc}. "
+            "Build it with `pip install -e .`."
         )
 
 
@@ -51,6 +51,22 @@ def c_module():
     if _NO_EXT:
         pytest.skip("FASTGW_NO_EXTENSIONS=1: the C module is not in use")
     return _c_module()
+
+
+@pytest.fixture(params=["py"] if _NO_EXT else ["c", "py"])
+def line_engine(request):
+    """The module fastgw._logline (id "c") or fastgw._logline_py (id "py")."""
+    if request.param == "py":
+        return importlib.import_module("fastgw._logline_py")
+    return _c_module("_logline")
+
+
+@pytest.fixture
+def c_line_engine():
+    """fastgw._logline alone, to compare it with its twin."""
+    if _NO_EXT:
+        pytest.skip("FASTGW_NO_EXTENSIONS=1: the C module is not in use")
+    return _c_module("_logline")
 
 
 @pytest.fixture

@@ -29,11 +29,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "fastgw"
 LAYERS: dict[str, tuple[str, ...]] = {
     "core": ("__init__", "native", "errors", "log", "config", "http1", "handshake", "routing",
              "balancer", "affinity", "closepolicy", "accesslog", "frames", "_frames",
-             "_frames_py"),
-    "state": ("backends", "timeouts", "stats"),
+             "_frames_py", "logline", "_logline", "_logline_py", "rewrite", "proxyproto"),
+    "state": ("backends", "timeouts", "stats", "clientlimits"),
     "io": ("contracts", "upstream", "local", "proxy", "relay", "wsproxy", "downstream",
            "dispatch", "recorder", "services", "logfile", "acceptor", "capacity", "listener",
-           "tls", "health", "waf", "metrics", "preflight", "handover"),
+           "tls", "health", "waf", "metrics", "preflight", "clientgate", "handover"),
     "orchestration": ("gateway", "admin", "supervisor", "upgrade"),
     "entry": ("cli", "demo", "__main__"),
 }

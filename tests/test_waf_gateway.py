@@ -253,3 +253,52 @@ def test_expect_continue_when_the_waf_reads_the_body(prevention):
         while b"\r\n\r\n" not in data:
             data += s.recv(65536)
         assert data.startswith(b"HTTP/1.1 200")
+
+
+def test_waf_block_gets_the_custom_403_page_with_the_firewall_transaction_id(backend, tmp_path):
+    port = free_port()
+    (tmp_path / "403.html").write_text("<p>blocked ({status}), quote {transaction_id}</p>")
+    text = waf_toml(port, [f"127.0.0.1:{backend.port}"], "prevention", tmp_path)
+    text = text.replace('access_log = "off"', f'access_log = "{tmp_path / "access.log"}"\n'
+                                              'error_pages = { "403" = "403.html" }')
+    path = tmp_path / "gw.toml"
+    path.write_text(text)
+    gw = GatewayThread(text, path=str(path))
+    try:
+        status, body = asyncio.run(fetch(f"http://127.0.0.1:{port}/search?q="
+                                         + urllib.parse.quote(SQLI), headers=CHROME))
+        assert status == 403 and body.startswith("<p>blocked (403), quote ")
+        tid = body.split("quote ", 1)[1].split("<", 1)[0]
+        assert firewall(tmp_path, tid=tid), "the firewall log records the page's id"
+        deadline = time.monotonic() + 5
+        access = []
+        while not access and time.monotonic() < deadline:
+            access = [json.loads(x) for x in (tmp_path / "access.log").read_text().splitlines()
+                      if '"log":"access"' in x] if (tmp_path / "access.log").exists() else []
+            time.sleep(0.02)
+        assert access[0]["transactionId"] == tid and access[0]["httpStatus"] == 403
+        assert not backend.requests
+    finally:
+        gw.stop()
+
+
+def test_the_waf_sees_the_proxy_protocol_source(backend, tmp_path):
+    import socket
+
+    from fastgw.proxyproto import v2_header
+    port = free_port()
+    gw = GatewayThread(waf_toml(port, [f"127.0.0.1:{backend.port}"], "prevention", tmp_path,
+                                listener_waf="proxy_protocol = true"))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(v2_header(("198.51.100.9", 5002), ("10.0.0.1", 80))
+                      + f"GET /?q={urllib.parse.quote(SQLI)} HTTP/1.1\r\nHost: a\r\n"
+                        "X-Forwarded-For: 6.6.6.6\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 403") and backend.requests == []
+        records = firewall(tmp_path, 1)
+        assert records and {r["clientIp"] for r in records} == {"198.51.100.9"}
+    finally:
+        gw.stop()

@@ -1,0 +1,19 @@
+"""Select the access log's line writer: the Cython extension or its pure-Python twin.
+
+fastgw.native.engine() chooses (FASTGW_NO_EXTENSIONS, FASTGW_REQUIRE_EXTENSIONS);
+IMPLEMENTATION says which one is in use: "c" or "py". The API is fastgw/_logline.pyi.
+"""
+
+from typing import TYPE_CHECKING
+
+from fastgw import native as _native
+
+if TYPE_CHECKING:
+    from fastgw._logline import *  # noqa: F401,F403
+    from fastgw._logline import __all__  # noqa: F401 - re-exported
+
+    IMPLEMENTATION: str
+else:
+    _engine, IMPLEMENTATION = _native.engine("_logline")
+    __all__ = _engine.__all__
+    globals().update({name: getattr(_engine, name) for name in __all__})
