@@ -272,10 +272,12 @@ class Successor:
                     await handover.resume(message, fds, gateway)
                 except HandoverError as exc:
                     refused += 1
+                    gateway.stats.handovers[("refused",)] += 1
                     await handover.send(self.channel, {"type": "resumed", "ok": False,
                                                        "reason": str(exc)})
                     continue
                 resumed += 1
+                gateway.stats.handovers[("resumed",)] += 1
                 await handover.send(self.channel, {"type": "resumed", "ok": True})
         except HandoverError as exc:
             log.event(log.WARNING, "upgrade_channel_closed", error=str(exc))

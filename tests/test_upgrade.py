@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import time
+import urllib.request
 
 import pytest
 
@@ -110,7 +112,9 @@ def start_gateway(tmp_path, backend, extra: str = ""):
 
 
 def test_sessions_survive_two_upgrades(tmp_path, ws_backend):
-    proc, port, _ = start_gateway(tmp_path, ws_backend, 'access_log = "-"')
+    admin = free_port()
+    proc, port, _ = start_gateway(tmp_path, ws_backend,
+                                  f'access_log = "-"\nadmin = "127.0.0.1:{admin}"')
     pids = [proc.pid]
     try:
         async def main():
@@ -138,6 +142,12 @@ def test_sessions_survive_two_upgrades(tmp_path, ws_backend):
         assert len(set(pids)) == 3
         assert wait_gone(pids[0]) and wait_gone(pids[1])
         assert alive(pids[2])
+        # The admin listener moved too; the last process counts what it received.
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+        resumed = re.search(r'^fastgw_upgrade_sessions_total\{outcome="resumed"\} (\S+)$', metrics,
+                            re.M)
+        assert resumed and float(resumed.group(1)) >= SESSIONS
         # Its graceful stop writes every record still on its way.
         os.kill(pids[2], signal.SIGTERM)
         assert wait_gone(pids[2])
