@@ -178,16 +178,18 @@ class Predecessor:
             await asyncio.sleep(0.01)
         for departure in waiting:
             departure.resume()  # a peer that does not read: it stays, 1001 at the deadline
-        moved = 0
-        sent: list[Departure] = []
+        moved = sent = answered = 0
         try:
+            # One session at a time, its answer before the next: sending them all first would
+            # fill both directions of the channel (the new process blocks on an answer, then
+            # stops reading) once the sessions outnumber what its socket buffers hold.
             for departure in ready:
                 if departure.session.ended:
                     continue
                 await handover.send(self.channel, departure.state(), departure.fds())
-                sent.append(departure)
-            for departure in sent:
+                sent += 1
                 answer, extra = await handover.receive(self.channel)
+                answered += 1
                 handover._close_all(extra)
                 if answer.get("ok"):
                     departure.retire(gateway.dispatcher, gateway.recorder)
@@ -200,7 +202,7 @@ class Predecessor:
             # the old one cannot know, so it keeps them paused until the drain deadline cuts
             # them rather than risk two processes writing into one socket.
             log.event(log.ERROR, "upgrade_sessions_lost", error=str(exc),
-                      unanswered=len(sent) - moved)
+                      unanswered=sent - answered)
         return moved, len(sessions) - moved
 
     def _why(self, exc: BaseException) -> str:
