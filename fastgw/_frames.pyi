@@ -125,6 +125,16 @@ class FrameScanner:
     @property
     def bytes(self) -> int:
         """Bytes consumed, headers and payloads (cumulative)."""
+    def export_state(self) -> tuple[int, ...]:
+        """Where the scanner stands, as 16 integers: its settings (masked, allow_rsv1, the two
+        limits, report_messages), its position in the stream (payload bytes of the current data
+        frame still due, the open message's length so far, that frame's FIN, whether a message is
+        open and its opcode, closed) and its counters. A data payload is never unmasked here, so
+        no mask key or phase is part of it: the bytes pass with the sender's masking untouched.
+        `from_state` of it continues the stream exactly where this one stopped (live upgrade)."""
+    @staticmethod
+    def from_state(state: tuple[int, ...] | list[int]) -> FrameScanner:
+        """A scanner in the state `export_state()` gave. ValueError for an impossible state."""
     @property
     def at_boundary(self) -> bool:
         """No frame is partly consumed: the next byte starts a header, so the gateway may inject
@@ -249,6 +259,13 @@ class Pump:
         """A FrameError was reported; later input is dropped (the stream cannot resynchronize)."""
 
     def __init__(self, scanner: FrameScanner, session: _Session, *, side: str) -> None: ...
+    def export_state(self) -> tuple[bytes, int]:
+        """(held tail, bytes_in): the bytes read but not consumed by the scanner (an incomplete
+        header or control frame, < 144 bytes) and the raw bytes read so far."""
+    def import_state(self, tail: bytes | bytearray | memoryview, bytes_in: int) -> None:
+        """Hold `tail` as if it had been read last (the next read is scanned after it), and
+        count `bytes_in`. ValueError for a tail longer than 144 bytes or a count below it."""
+
     def connection_made(self, transport: Any) -> None: ...
     def connection_lost(self, exc: BaseException | None) -> None:
         """Calls session.on_connection_lost(self, exc)."""

@@ -185,6 +185,21 @@ cdef uint64_t _size_limit(object value) except? 0:
     return <uint64_t>value
 
 
+def _checked_state(state):
+    """The 16 integers of FrameScanner.export_state(), validated (ValueError otherwise)."""
+    values = tuple(state)
+    if len(values) != 16 or not all(type(v) is int and 0 <= v < (1 << 64) for v in values):
+        raise ValueError("a scanner state is 16 integers in 0..2**64-1")
+    for i in (0, 1, 4, 7, 8, 10):
+        if values[i] > 1:
+            raise ValueError("a scanner state's flags are 0 or 1")
+    if values[9] not in (0, 1, 2) or (values[9] != 0) != bool(values[8]):
+        raise ValueError("a scanner state's open opcode does not match its open message")
+    if values[5] and not values[8]:
+        raise ValueError("a scanner state with payload due has no open message")
+    return values
+
+
 cdef class FrameScanner:
     """Validates one direction of one WebSocket connection, one chunk per call (see the .pyi)."""
 
@@ -220,6 +235,30 @@ cdef class FrameScanner:
     @property
     def opcode_open(self):
         return self._opcode_open
+
+    def export_state(self):
+        return (int(self.masked), int(self.allow_rsv1), self.max_frame_size,
+                self.max_message_size, int(self.report_messages), self._remaining,
+                self._message_length, int(self._cur_fin), int(self._in_message),
+                self._opcode_open, int(self._closed), self.frames, self.messages,
+                self.control_frames, self.payload_bytes, self.bytes)
+
+    @staticmethod
+    def from_state(state):
+        cdef FrameScanner scanner
+        values = _checked_state(state)
+        scanner = FrameScanner(masked=values[0], allow_rsv1=values[1],
+                               max_frame_size=values[2], max_message_size=values[3],
+                               report_messages=values[4])
+        scanner._remaining = values[5]
+        scanner._message_length = values[6]
+        scanner._cur_fin = values[7]
+        scanner._in_message = values[8]
+        scanner._opcode_open = values[9]
+        scanner._closed = values[10]
+        scanner.frames, scanner.messages, scanner.control_frames = values[11:14]
+        scanner.payload_bytes, scanner.bytes = values[14:16]
+        return scanner
 
     def __repr__(self):
         return (f"<FrameScanner masked={self.masked} frames={self.frames} "
@@ -801,6 +840,23 @@ cdef class Pump:
         self._sink_backlog = False
         self._lent = None
         self._tail_len = 0
+
+    def export_state(self):
+        return PyBytes_FromStringAndSize(<const char*>self._tail, self._tail_len), self.bytes_in
+
+    def import_state(self, tail, bytes_in):
+        cdef Py_buffer b
+        PyObject_GetBuffer(tail, &b, PyBUF_SIMPLE)
+        try:
+            if b.len > TAIL_CAP:
+                raise ValueError("a held tail is at most 144 bytes")
+            if bytes_in < b.len:
+                raise ValueError("bytes_in counts the held tail too")
+            memcpy(self._tail, b.buf, b.len)
+            self._tail_len = b.len
+        finally:
+            PyBuffer_Release(&b)
+        self.bytes_in = bytes_in
 
     def __repr__(self):
         return f"<Pump side={self.side} bytes_in={self.bytes_in} forwarding={self.forwarding}>"

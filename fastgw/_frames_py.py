@@ -161,6 +161,21 @@ def _contiguous_bytes(data):
     return view
 
 
+def _checked_state(state) -> tuple[int, ...]:
+    """The 16 integers of FrameScanner.export_state(), validated (ValueError otherwise)."""
+    values = tuple(state)
+    if len(values) != 16 or not all(type(v) is int and 0 <= v < (1 << 64) for v in values):
+        raise ValueError("a scanner state is 16 integers in 0..2**64-1")
+    for i in (0, 1, 4, 7, 8, 10):
+        if values[i] > 1:
+            raise ValueError("a scanner state's flags are 0 or 1")
+    if values[9] not in (0, 1, 2) or (values[9] != 0) != bool(values[8]):
+        raise ValueError("a scanner state's open opcode does not match its open message")
+    if values[5] and not values[8]:
+        raise ValueError("a scanner state with payload due has no open message")
+    return values
+
+
 class FrameScanner:
     """Validates one direction of one WebSocket connection, one chunk per call (see the .pyi)."""
 
@@ -235,6 +250,25 @@ class FrameScanner:
     in_message = property(lambda self: self._in_message)
     closed = property(lambda self: self._closed)
     opcode_open = property(lambda self: self._opcode_open)
+
+    def export_state(self) -> tuple[int, ...]:
+        return (int(self._masked), int(self._allow_rsv1), self._max_frame, self._max_message,
+                int(self._report), self._remaining, self._message_length, int(self._cur_fin),
+                int(self._in_message), self._opcode_open, int(self._closed), self._frames,
+                self._messages, self._control_frames, self._payload_bytes, self._bytes)
+
+    @staticmethod
+    def from_state(state) -> FrameScanner:
+        values = _checked_state(state)
+        scanner = FrameScanner(masked=bool(values[0]), allow_rsv1=bool(values[1]),
+                               max_frame_size=values[2], max_message_size=values[3],
+                               report_messages=bool(values[4]))
+        scanner._remaining, scanner._message_length = values[5], values[6]
+        scanner._cur_fin, scanner._in_message = bool(values[7]), bool(values[8])
+        scanner._opcode_open, scanner._closed = values[9], bool(values[10])
+        (scanner._frames, scanner._messages, scanner._control_frames, scanner._payload_bytes,
+         scanner._bytes) = values[11:16]
+        return scanner
 
     def __repr__(self) -> str:
         return (
@@ -592,6 +626,18 @@ class Pump:
         self._tail = b""  # the unconsumed bytes of the last read (<= _TAIL_CAP), owned here
         self._lent = None  # the arena handed out by get_buffer(), until buffer_updated()
         self._sink_backlog = False
+
+    def export_state(self) -> tuple[bytes, int]:
+        return self._tail, self._bytes_in
+
+    def import_state(self, tail, bytes_in: int) -> None:
+        tail = bytes(tail)
+        if len(tail) > _TAIL_CAP:
+            raise ValueError("a held tail is at most 144 bytes")
+        if bytes_in < len(tail):
+            raise ValueError("bytes_in counts the held tail too")
+        self._tail = tail
+        self._bytes_in = bytes_in
 
     scanner = property(lambda self: self._scanner)
     side = property(lambda self: self._side)

@@ -32,7 +32,7 @@ def session_line(now: float, client_ip: str, client_port: int, uri: bytes, liste
                  rule: str, pool: str, settings: str, server: str, transaction_id: bytes,
                  duration: float, close_code: int, closed_by: str, close_reason: str,
                  client_frames: int, client_bytes: int, backend_frames: int, backend_bytes: int,
-                 client_messages: int, backend_messages: int) -> bytes:
+                 client_messages: int, backend_messages: int, upgrades: int) -> bytes:
     """The `session-end` record of one WebSocket session."""
 
 

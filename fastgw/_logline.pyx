@@ -349,7 +349,8 @@ def session_line(double now, str client_ip, long long client_port, bytes uri, st
                  str rule, str pool, str settings, str server, bytes transaction_id,
                  double duration, long long close_code, str closed_by, str close_reason,
                  long long client_frames, long long client_bytes, long long backend_frames,
-                 long long backend_bytes, long long client_messages, long long backend_messages):
+                 long long backend_bytes, long long client_messages, long long backend_messages,
+                 long long upgrades):
     """The `session-end` line of one WebSocket session (see _logline.pyi)."""
     _envelope(now)
     _lit(b'","type":"session-end","clientIp":"')
@@ -390,6 +391,8 @@ def session_line(double now, str client_ip, long long client_port, bytes uri, st
     _int(client_messages)
     _lit(b',"backendMessages":')
     _int(backend_messages)
+    _lit(b',"upgrades":')
+    _int(upgrades)
     _lit(b'}')
     return _take()
 

@@ -81,7 +81,7 @@ def session_line(now: float, client_ip: str, client_port: int, uri: bytes, liste
                  rule: str, pool: str, settings: str, server: str, transaction_id: bytes,
                  duration: float, close_code: int, closed_by: str, close_reason: str,
                  client_frames: int, client_bytes: int, backend_frames: int, backend_bytes: int,
-                 client_messages: int, backend_messages: int) -> bytes:
+                 client_messages: int, backend_messages: int, upgrades: int) -> bytes:
     when = timestamp(now)
     return _encode(
         f'{{"time":"{when}","level":"info","log":"access","timeStamp":"{when}",'
@@ -94,7 +94,7 @@ def session_line(now: float, client_ip: str, client_port: int, uri: bytes, liste
         f'"closeReason":"{_text(close_reason)}","clientFrames":{client_frames},'
         f'"clientBytes":{client_bytes},"backendFrames":{backend_frames},'
         f'"backendBytes":{backend_bytes},"clientMessages":{client_messages},'
-        f'"backendMessages":{backend_messages}}}')
+        f'"backendMessages":{backend_messages},"upgrades":{upgrades}}}')
 
 
 _ID_PREFIX = os.urandom(8).hex().encode()

@@ -1,4 +1,4 @@
-"""The `fastgw` command: serve CONFIG | check CONFIG | demo | --version.
+"""The `fastgw` command: serve CONFIG | check CONFIG | upgrade --pid PID | demo | --version.
 
 Exit status: 0 fine, 2 a configuration problem (each printed as `FILE:key.path: reason` on
 stderr), 1 a runtime failure (e.g. a port that cannot be bound), printed as one line. Never a
@@ -65,6 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--host", default="127.0.0.1", help="gateway address (default 127.0.0.1)")
     p_demo.add_argument("--log-format", choices=log.FORMATS, default=None,
                         help="as for serve (default: text on a terminal, else json)")
+    p_upgrade = sub.add_parser(
+        "upgrade", help="hand a running gateway's listeners and sessions to a new process",
+        description="Send SIGUSR2 to the `fastgw serve` process PID (or its supervisor) and wait "
+                    "for the outcome: a new process running the same command line (so a newly "
+                    "installed fastgw) takes over the listeners and the plain WebSocket "
+                    "sessions without disconnecting anyone. Exit status 0 when it took over "
+                    "(its PID is printed), 1 when it failed (the old process goes on serving).")
+    p_upgrade.add_argument("--pid", type=int, required=True, help="the process to upgrade")
+    p_upgrade.add_argument("--timeout", type=float, default=120.0,
+                           help="seconds to wait for the outcome (default 120)")
     args = parser.parse_args(argv)
 
     problem = native.required_problem()
@@ -76,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             return check(args.config)
         if args.command == "serve":
             return serve(args.config, args.log_level, args.log_format)
+        if args.command == "upgrade":
+            return upgrade(args.pid, args.timeout)
         if args.command == "demo":
             from fastgw.demo import run_demo
             return run_demo(args.host, args.port, args.log_format, _warn_build)
@@ -146,7 +158,8 @@ def serve(path: str, log_level: str = "info", log_format: str | None = None) -> 
         print(exc.render(), file=sys.stderr)
         return EXIT_CONFIG
     if os.environ.get("FASTGW_WORKER"):
-        _exit_with_parent()
+        if not os.environ.get("FASTGW_UPGRADE_FD"):  # a live upgrade's worker outlives its parent
+            _exit_with_parent()
     else:
         for warning in cfg.warnings:
             print(warning, file=sys.stderr)
@@ -164,6 +177,38 @@ def serve(path: str, log_level: str = "info", log_format: str | None = None) -> 
         return EXIT_RUNTIME
     except KeyboardInterrupt:  # pragma: no cover - a second Ctrl-C during shutdown
         return EXIT_OK
+
+
+def upgrade(pid: int, timeout: float) -> int:
+    """SIGUSR2 to `pid`, then wait for its status file (fastgw.upgrade)."""
+    import signal
+    import time
+
+    from fastgw import upgrade as live
+    path = live.status_path(pid)
+    try:
+        os.unlink(path)  # an earlier upgrade's outcome
+    except FileNotFoundError:
+        pass
+    try:
+        os.kill(pid, signal.SIGUSR2)
+    except OSError as exc:
+        print(f"fastgw: cannot signal process {pid}: {exc.strerror}", file=sys.stderr)
+        return EXIT_RUNTIME
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = live.read_status(pid)
+        if status is not None:
+            if status.get("outcome") == "done":
+                print(f"upgraded: process {status.get('successor')} took over from {pid}")
+                return EXIT_OK
+            print(f"fastgw: upgrade failed, process {pid} goes on serving: {status.get('reason')}",
+                  file=sys.stderr)
+            return EXIT_RUNTIME
+        time.sleep(0.05)
+    print(f"fastgw: no outcome from process {pid} within {timeout:g} s (see its log)",
+          file=sys.stderr)
+    return EXIT_RUNTIME
 
 
 def _raise_descriptor_limit(configured: int) -> None:
@@ -198,4 +243,4 @@ if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 
 
-__all__ = ["main", "check", "serve"]
+__all__ = ["main", "check", "serve", "upgrade"]

@@ -64,6 +64,7 @@ class GatewayConfig:
     close_timeout: float = 5.0  # fastgw: WebSocket close handshake deadline
     upstream_keepalive: int = 32  # fastgw: idle keep-alive connections kept per backend server
     max_connections: int = 0  # client connections per process; 0 = derived from RLIMIT_NOFILE
+    upgrade_drain_timeout: float = 300.0  # fastgw: after a live upgrade, what stayed closes by then
     # The gateway's own 4xx/5xx answers as HTML pages: ((status, absolute path), ...), sorted
     error_pages: tuple[tuple[int, str], ...] = ()
 
@@ -584,6 +585,7 @@ class _Parser:
             close_timeout=t.duration("close_timeout", 5.0, 0.1, 600.0),
             upstream_keepalive=t.int("upstream_keepalive", 32, 0, 100000),
             max_connections=t.int("max_connections", 0, 0, 10_000_000),
+            upgrade_drain_timeout=t.duration("upgrade_drain_timeout", 300.0, 0.0),
             error_pages=self.error_pages(t),
         )
         t.finish()

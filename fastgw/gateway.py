@@ -24,7 +24,7 @@ import functools
 import gc
 import signal
 
-from fastgw import admin, capacity, log, preflight
+from fastgw import admin, capacity, log, preflight, upgrade
 from fastgw.acceptor import Acceptor
 from fastgw.backends import DRAINING, Backend, Endpoint
 from fastgw.clientgate import ClientGate, wants_gate
@@ -206,8 +206,9 @@ class Gateway:
             acceptor.resume()
         log.event(log.INFO, "accepting_again", connections=len(self.connections))
 
-    async def stop(self) -> None:
-        """Graceful shutdown: see the module docstring."""
+    async def stop(self, keep_sessions: float = 0.0) -> None:
+        """Graceful shutdown: see the module docstring. `keep_sessions`: seconds the WebSocket
+        sessions still here may go on before their 1001 (what stayed after a live upgrade)."""
         if self.stopping:
             await self.stopped.wait()
             return
@@ -222,7 +223,7 @@ class Gateway:
         for conn in list(self.connections):
             if conn.state == RELAYING and conn.session is not None:
                 session = conn.session
-                drain = session.exchange.backend.settings.connection_draining
+                drain = max(session.exchange.backend.settings.connection_draining, keep_sessions)
                 longest_drain = max(longest_drain, drain)
                 if drain > 0:
                     self.loop.call_later(drain, session.end, Ending.SHUTDOWN)
@@ -325,8 +326,16 @@ async def serve(config: Config, *, reload_from: str | None = None,
     collector may be tuned for it."""
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_loop_error)
-    gateway = Gateway(config)
+    # A live upgrade's new process (fastgw.upgrade): the listeners come from the old one.
+    successor = upgrade.Successor.from_environment()
+    presockets = await successor.listeners() if successor is not None else None
+    gateway = Gateway(config, sockets=presockets)
     await gateway.start()
+    for key, sock in (presockets or {}).items():
+        if key != "admin" and key not in gateway.acceptors:
+            sock.close()  # a listener the new configuration no longer has
+    if successor is not None:
+        await successor.ready(gateway)
     if own_process:
         tune_gc()
     stop = asyncio.Event()
@@ -334,13 +343,26 @@ async def serve(config: Config, *, reload_from: str | None = None,
         loop.add_signal_handler(sig, stop.set)
     if reload_from is not None:
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(gateway, reload_from)))
+    predecessor = upgrade.Predecessor(gateway)
+    loop.add_signal_handler(signal.SIGUSR2,
+                            lambda: loop.create_task(_upgrade(predecessor, stop)))
     if ready is not None:
         ready.set()
     log.event(log.INFO, "started", config=config.source)
     await stop.wait()
+    if predecessor.done:
+        drain = gateway.config.gateway.upgrade_drain_timeout
+        await gateway.stop(keep_sessions=drain)
+        log.event(log.INFO, "upgrade_predecessor_exited")
+        return 0
     log.event(log.INFO, "stopping", timeout=config.gateway.shutdown_timeout)
     await gateway.stop()
     return 0
+
+
+async def _upgrade(predecessor: upgrade.Predecessor, stop: asyncio.Event) -> None:
+    if await predecessor.run():
+        stop.set()  # what stayed here finishes (upgrade_drain_timeout), then this process exits
 
 
 def tune_gc() -> None:

@@ -100,6 +100,9 @@ class Metrics:
         self.m_client_refusals = Counter("fastgw_client_refusals", "Clients refused by a listener's "
                                          "PROXY protocol or per-client limits, by reason",
                                          ["reason"], **reg)
+        self.m_handovers = Counter("fastgw_upgrade_sessions", "WebSocket sessions this process "
+                                   "received from its predecessor in a live upgrade, by outcome "
+                                   "(resumed, refused)", ["outcome"], **reg)
         self.m_waf = Counter("fastgw_waf_matches", "WAF rule matches by rule id and action",
                              ["rule_id", "action"], **reg)
         # key -> the total last synced: a number for a counter, (bucket counts, sum) for a histogram
@@ -163,6 +166,8 @@ class Metrics:
             self._add(self.m_log_dropped, labels, ("logdrop",) + labels, n)
         for labels, n in list(s.client_refusals.items()):
             self._add(self.m_client_refusals, labels, ("refused",) + labels, n)
+        for labels, n in list(s.handovers.items()):
+            self._add(self.m_handovers, labels, ("handover",) + labels, n)
         for labels, n in list(s.waf.items()):
             self._add(self.m_waf, tuple(map(str, labels)), ("waf",) + labels, n)
         frames = list(s.frames_closed)

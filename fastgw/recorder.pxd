@@ -3,7 +3,6 @@
 cimport cython
 from fastgw.backends cimport Backend, Endpoint
 from fastgw.contracts cimport ClientSide, Exchange, Recorder
-from fastgw.wsproxy cimport WebSocketExchange
 from fastgw.http1 cimport RequestHead
 from fastgw.logfile cimport LogFile
 from fastgw.relay cimport WebSocketSession
@@ -23,5 +22,6 @@ cdef class GatewayRecorder(Recorder):
     @cython.locals(access_log=LogFile)
     cpdef session_ended(self, object session)
 
-@cython.locals(client=ClientSide, exchange=WebSocketExchange, endpoint=Endpoint)
+# exchange: a WebSocketExchange, or a resumed session's identity (fastgw.handover)
+@cython.locals(client=ClientSide, endpoint=Endpoint)
 cdef bytes _session_line(WebSocketSession session, double now)

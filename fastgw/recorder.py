@@ -10,7 +10,7 @@ which the gateway closes on shutdown or when their server drains.
 from __future__ import annotations
 
 from time import time
-from typing import Any, cast
+from typing import Any
 
 from fastgw.accesslog import request_line
 from fastgw.contracts import ClientSide, Exchange, Recorder
@@ -20,7 +20,7 @@ from fastgw.logline import session_line
 from fastgw.relay import WebSocketSession
 from fastgw.routing import Router
 from fastgw.stats import Stats, close_code_label
-from fastgw.wsproxy import WebSocketExchange, release_session
+from fastgw.wsproxy import release_session
 
 
 class GatewayRecorder(Recorder):
@@ -52,7 +52,7 @@ class GatewayRecorder(Recorder):
             outcome = "101" if status == 101 else "timeout" if status == 504 else labels[3]
             stats.upgrades[(outcome,)] += 1
             if ex.upgrading and status != 101:  # a WebSocketExchange that got no session
-                release_session(cast(WebSocketExchange, ex))
+                release_session(ex)
         access_log = self.access_log
         if access_log is not None:
             head = ex.head
@@ -101,4 +101,4 @@ def _session_line(session: WebSocketSession, now: float) -> bytes:
         exchange.backend.settings.name, endpoint.name, exchange.request_id,
         round(session.duration, 3), code if code is not None else 1005,
         session.closed_by or "unknown", session.close_reason or "", c.frames,
-        from_client.bytes_in, b.frames, from_backend.bytes_in, c.messages, b.messages)
+        from_client.bytes_in, b.frames, from_backend.bytes_in, c.messages, b.messages, session.upgrades)

@@ -19,7 +19,7 @@ cdef class WebSocketSession:
     cdef public bint ended
     cdef public double ping_interval, ping_timeout
     cdef public list ping_sent, pongs_due, stalled_since, stalled_size
-    cdef public Py_ssize_t ping_count
+    cdef public Py_ssize_t ping_count, upgrades
 
     cpdef start(self, bytes early_client, bytes early_backend)
     cpdef on_connection_lost(self, object pump, object exc)

@@ -69,7 +69,7 @@ class WebSocketSession:
                  "close_timeout", "pumps", "transports", "state", "sent_close", "got_close",
                  "open", "close_code", "close_reason", "closed_by", "started", "duration",
                  "ended", "ping_interval", "ping_timeout", "ping_sent", "pongs_due", "ping_count",
-                 "stalled_since", "stalled_size")
+                 "stalled_since", "stalled_size", "upgrades")
 
     def __init__(self, client: ClientSide, upstream: UpstreamConnection, exchange: Any,
                  deflate: bool, recorder: Recorder, close_timeout: float):
@@ -109,6 +109,7 @@ class WebSocketSession:
         self.started = time.monotonic()
         self.duration = 0.0
         self.ended = False
+        self.upgrades = 0  # live upgrades this session went through (fastgw.handover)
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -417,7 +418,7 @@ class WebSocketSession:
             "client_frames": c.frames, "client_bytes": from_client.bytes_in,
             "client_messages": c.messages,
             "backend_frames": b.frames, "backend_bytes": from_backend.bytes_in,
-            "backend_messages": b.messages,
+            "backend_messages": b.messages, "upgrades": self.upgrades,
         }
 
     def _ids(self) -> dict:

@@ -12,7 +12,7 @@ cdef class Histo:
 
 cdef class Stats:
     cdef public object requests, upgrades, sessions, closes, probes, waf, log_errors, log_dropped
-    cdef public object accept_errors, connect_errors, client_refusals
+    cdef public object accept_errors, connect_errors, client_refusals, handovers
     cdef public list frames_closed, bytes_closed
     cdef public dict latency
     cdef public Histo durations

@@ -58,7 +58,7 @@ class Stats:
 
     __slots__ = ("requests", "upgrades", "sessions", "closes", "probes", "waf",
                  "frames_closed", "bytes_closed", "latency", "durations", "log_errors",
-                 "log_dropped", "accept_errors", "connect_errors", "client_refusals")
+                 "log_dropped", "accept_errors", "connect_errors", "client_refusals", "handovers")
 
     def __init__(self) -> None:
         self.requests = Tally()  # (listener, rule, pool, class)
@@ -77,6 +77,7 @@ class Stats:
         self.accept_errors = Tally()  # (errno name,): accepting paused for lack of descriptors
         self.connect_errors = Tally()  # (errno name,): backend connects the gateway could not make
         self.client_refusals = Tally()  # (reason,): clientgate.py's per-client refusals
+        self.handovers = Tally()  # (outcome,): sessions a live upgrade brought: resumed, refused
 
     def latency_histo(self, pool: str) -> Histo:
         """The upstream response-time histogram of a pool (a Backend keeps it at hand)."""

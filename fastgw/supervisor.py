@@ -59,6 +59,8 @@ class Supervisor:
         signal.signal(signal.SIGTERM, lambda *_: pending.append(signal.SIGTERM))
         signal.signal(signal.SIGINT, lambda *_: pending.append(signal.SIGINT))
         signal.signal(signal.SIGHUP, lambda *_: pending.append(signal.SIGHUP))
+        # SIGUSR2's default action would end the supervisor and orphan its workers.
+        signal.signal(signal.SIGUSR2, lambda *_: pending.append(signal.SIGUSR2))
         try:
             for slot in range(self.count):
                 self._spawn(slot)
@@ -72,6 +74,14 @@ class Supervisor:
         return self.exit_status
 
     def _signal(self, sig: int) -> None:
+        if sig == signal.SIGUSR2:
+            # A live upgrade moves one process's listeners and sessions (fastgw.upgrade); the
+            # workers' SO_REUSEPORT groups are not handed over yet.
+            from fastgw.upgrade import write_status
+            reason = "a live upgrade needs workers = 1"
+            log.event(log.ERROR, "upgrade_failed", reason=reason, serving="these workers, unchanged")
+            write_status("failed", reason=reason)
+            return
         if sig == signal.SIGHUP:
             from fastgw.errors import ConfigError
             from fastgw.preflight import load_checked

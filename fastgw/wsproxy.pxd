@@ -26,4 +26,4 @@ cdef class WebSocketExchange(HttpExchange):
     cdef _switch(self, bytes backend_early)
 
 @cython.locals(count=SessionCount)
-cpdef release_session(WebSocketExchange ex)
+cpdef release_session(ex)

@@ -11,7 +11,7 @@ which the connection closes (what the client sent after its request may be WebSo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httptools
 
@@ -138,9 +138,11 @@ class WebSocketExchange(HttpExchange):
             release_session(self)
 
 
-def release_session(ex: WebSocketExchange) -> None:
+def release_session(ex: Any) -> None:
     """Give back the exchange's place among its settings' sessions (once; called when the
-    handshake is answered without a session, its client is lost, or its session ends)."""
+    handshake is answered without a session, its client is lost, or its session ends). `ex` is
+    a WebSocketExchange, or the identity of a session resumed after a live upgrade
+    (fastgw.handover), which holds a place the same way."""
     count = ex.sessions
     if count is not None:
         ex.sessions = None

@@ -33,8 +33,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "state": ("backends", "timeouts", "stats", "clientlimits"),
     "io": ("contracts", "upstream", "local", "proxy", "relay", "wsproxy", "downstream",
            "dispatch", "recorder", "services", "logfile", "acceptor", "capacity", "listener",
-           "tls", "health", "waf", "metrics", "preflight", "clientgate"),
-    "orchestration": ("gateway", "admin", "supervisor"),
+           "tls", "health", "waf", "metrics", "preflight", "clientgate", "handover"),
+    "orchestration": ("gateway", "admin", "supervisor", "upgrade"),
     "entry": ("cli", "demo", "__main__"),
 }
 ORDER = list(LAYERS)

@@ -108,7 +108,7 @@ REQUEST_ARGS = st.tuples(
     LABEL, LABEL, LABEL, LABEL, LABEL, st.none() | SECONDS, WIRE, LABEL)
 SESSION_ARGS = st.tuples(
     NOW, LABEL, st.integers(0, 65535), WIRE, LABEL, LABEL, LABEL, LABEL, LABEL, WIRE, SECONDS,
-    st.integers(1000, 4999), LABEL, LABEL, COUNT, COUNT, COUNT, COUNT, COUNT, COUNT)
+    st.integers(1000, 4999), LABEL, LABEL, COUNT, COUNT, COUNT, COUNT, COUNT, COUNT, COUNT)
 
 
 def wire(value: bytes) -> str:
@@ -170,7 +170,7 @@ def test_session_lines_of_both_writers_are_the_same_json(args):
     assert record["duration"] == pytest.approx(duration, abs=1e-6)
     assert record["closeCode"] == code
     assert [record[k] for k in ("clientFrames", "clientBytes", "backendFrames", "backendBytes",
-                                "clientMessages", "backendMessages")] == counts
+                                "clientMessages", "backendMessages", "upgrades")] == counts
 
 
 @pytest.mark.parametrize("value, text", [
@@ -180,7 +180,7 @@ def test_session_lines_of_both_writers_are_the_same_json(args):
 ])
 def test_durations_have_microseconds_at_most(line_engine, value, text):
     line = line_engine.session_line(0.0, "", 0, b"", "", "", "", "", "", b"", value, 1000, "", "",
-                                    0, 0, 0, 0, 0, 0)
+                                    0, 0, 0, 0, 0, 0, 0)
     assert re.search(rb'"duration":([^,]*),', line).group(1) == text
     assert json.loads(text) == pytest.approx(max(value, 0.0), abs=1e-6)
 

@@ -8,7 +8,7 @@ import signal
 import time
 import urllib.request
 
-from support import AiohttpBackend, free_port, start_cli, wait_port
+from support import AiohttpBackend, free_port, run_cli, start_cli, wait_port
 
 
 def children(pid: int) -> set[int]:
@@ -97,6 +97,13 @@ backend_settings = "s"
             def all_second():
                 return all(json.loads(get(f"http://127.0.0.1:{port}/y")[1])["server"] == "second"
                            for _ in range(10))
+            assert wait_for(all_second)
+            # A live upgrade is refused (not yet for workers): the supervisor and its workers
+            # serve on.
+            done = run_cli("upgrade", "--pid", str(proc.pid), timeout=60)
+            assert done.returncode == 1
+            assert "a live upgrade needs workers = 1" in done.stderr
+            assert proc.poll() is None and wait_for(lambda: len(children(proc.pid)) == 2)
             assert wait_for(all_second)
         finally:
             second.stop()

@@ -1,0 +1,190 @@
+"""Live upgrade through real `fastgw serve` processes: SIGUSR2 (`fastgw upgrade --pid`) hands the
+listeners and the plain WebSocket sessions to a new process; nothing is refused, lost, duplicated
+or reordered, and no Close frame is seen."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import time
+import urllib.request
+
+import pytest
+
+from support import WsBackend, free_port, run_cli, start_cli, wait_port, ws_gateway_toml
+
+SESSIONS = 20
+BIG = 65536  # some messages are this big, so that a handover lands inside a frame
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def wait_gone(pid: int, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not alive(pid)
+
+
+def message(n: int) -> str:
+    return f"{n}:" + ("x" * BIG if n % 7 == 3 else "")
+
+
+async def stream(port: int, stop: asyncio.Event, progress: list, index: int,
+                 ports: list) -> None:
+    """Send numbered messages as fast as echoes come back (at most 8 in flight); each echo must
+    be the next number (nothing lost, duplicated or reordered), and no Close frame or reset may
+    come (recv() would raise ConnectionClosed). progress[index] counts the echoes."""
+    from websockets.asyncio.client import connect
+    async with connect(f"ws://127.0.0.1:{port}/echo", compression=None, max_size=None,
+                       ping_interval=None) as ws:
+        ports[index] = ws.local_address[1]
+        sent = received = 0
+        window = asyncio.Semaphore(8)
+
+        async def sender():
+            nonlocal sent
+            while not stop.is_set():
+                await window.acquire()
+                await ws.send(message(sent))
+                sent += 1
+
+        task = asyncio.create_task(sender())
+        try:
+            while not stop.is_set() or received < sent:
+                echo = await asyncio.wait_for(ws.recv(), 20)
+                assert echo == message(received), (echo[:20], received)
+                received += 1
+                progress[index] = received
+                window.release()
+        finally:
+            task.cancel()
+
+
+async def connect_loop(port: int, stop: asyncio.Event, counts: list) -> None:
+    """A new session every few milliseconds, throughout: never refused."""
+    from websockets.asyncio.client import connect
+    while not stop.is_set():
+        async with connect(f"ws://127.0.0.1:{port}/echo", compression=None) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+        counts.append(1)
+        await asyncio.sleep(0.005)
+
+
+async def advanced(progress: list) -> None:
+    """Until every stream has had another echo: the sessions are open and relaying (before an
+    upgrade), and relay again in the new process (after one)."""
+    before = list(progress)
+    while any(now <= then for now, then in zip(progress, before)):
+        await asyncio.sleep(0.01)
+
+
+def upgrade(pid: int) -> int:
+    done = run_cli("upgrade", "--pid", str(pid), "--timeout", "60", timeout=90)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.split()[2])  # "upgraded: process N took over from M"
+
+
+@pytest.fixture
+def ws_backend():
+    backend = WsBackend()
+    yield backend
+    backend.stop()
+
+
+def start_gateway(tmp_path, backend, extra: str = ""):
+    port = free_port()
+    config = tmp_path / "gw.toml"
+    config.write_text(ws_gateway_toml(port, backend.port, request_timeout=60, gateway_extra=extra))
+    proc = start_cli("serve", str(config), "--log-format", "json")
+    wait_port(port, proc=proc)
+    return proc, port, config
+
+
+def test_sessions_survive_two_upgrades(tmp_path, ws_backend):
+    admin = free_port()
+    proc, port, _ = start_gateway(tmp_path, ws_backend,
+                                  f'access_log = "-"\nadmin = "127.0.0.1:{admin}"')
+    pids = [proc.pid]
+    try:
+        async def main():
+            stop = asyncio.Event()
+            progress = [0] * SESSIONS
+            ports = [0] * SESSIONS
+            counts: list = []
+            tasks = [asyncio.create_task(stream(port, stop, progress, i, ports))
+                     for i in range(SESSIONS)]
+            connector = asyncio.create_task(connect_loop(port, stop, counts))
+            await advanced(progress)
+            for _ in range(2):
+                pids.append(await asyncio.to_thread(upgrade, pids[-1]))
+                await advanced(progress)
+            stop.set()
+            await asyncio.gather(*tasks, connector)
+            return ports, counts
+
+        try:
+            ports, counts = asyncio.run(main())
+        except BaseException:
+            print(proc.stderr.read())
+            raise
+        assert counts  # new sessions throughout, none refused (connect_loop would raise)
+        assert len(set(pids)) == 3
+        assert wait_gone(pids[0]) and wait_gone(pids[1])
+        assert alive(pids[2])
+        # The admin listener moved too; the last process counts what it received.
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+        resumed = re.search(r'^fastgw_upgrade_sessions_total\{outcome="resumed"\} (\S+)$', metrics,
+                            re.M)
+        assert resumed and float(resumed.group(1)) >= SESSIONS
+        # Its graceful stop writes every record still on its way.
+        os.kill(pids[2], signal.SIGTERM)
+        assert wait_gone(pids[2])
+        log = proc.stderr.read()
+        moved = [json.loads(line) for line in log.splitlines() if '"upgrade_done"' in line]
+        # The streams, and whichever connect_loop session was open at that moment.
+        assert [m["sessions_moved"] >= SESSIONS for m in moved] == [True, True]
+        ends = {e["clientPort"]: e for e in map(json.loads, log.splitlines())
+                if e.get("type") == "session-end"}
+        assert all(e["closeCode"] == 1000 for e in ends.values())
+        assert [(ends[p]["upgrades"], ends[p]["closedBy"]) for p in ports] == \
+            [(2, "client")] * SESSIONS
+    finally:
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+        proc.stderr.close()
+
+
+def test_a_broken_successor_leaves_the_predecessor_serving(tmp_path, ws_backend):
+    proc, port, config = start_gateway(tmp_path, ws_backend)
+    try:
+        config.write_text(config.read_text() + "\nnonsense = 1\n")
+        done = run_cli("upgrade", "--pid", str(proc.pid), timeout=60)
+        assert done.returncode == 1
+        assert "refused the configuration (exit status 2)" in done.stderr
+
+        async def check():
+            from websockets.asyncio.client import connect
+            async with connect(f"ws://127.0.0.1:{port}/echo") as ws:
+                await ws.send("still here")
+                return await ws.recv()
+        assert asyncio.run(check()) == "still here"
+        assert proc.poll() is None
+        assert '"upgrade_failed"' in proc.stderr.read()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        proc.stderr.close()
