@@ -260,6 +260,21 @@ cdef bytes _take():
     return PyBytes_FromStringAndSize(_buf, _len)
 
 
+cdef int _route(str listener, str rule, str pool, str settings, str server) except -1:
+    """The fields both records have, from listenerName to serverRouted (inside the string that
+    the caller opened and that the next field closes)."""
+    _lit(b'","listenerName":"')
+    _text(listener)
+    _lit(b'","ruleName":"')
+    _text(rule)
+    _lit(b'","backendPoolName":"')
+    _text(pool)
+    _lit(b'","backendSettingName":"')
+    _text(settings)
+    _lit(b'","serverRouted":"')
+    return _text(server)
+
+
 cdef int _envelope(double now) except -1:
     global _len
     _len = 0
@@ -319,16 +334,7 @@ def request_line(double now, bint handshake, str client_ip, long long client_por
         _text(host)
     _lit(b'","originalHost":"')
     _wire(original_host)
-    _lit(b'","listenerName":"')
-    _text(listener)
-    _lit(b'","ruleName":"')
-    _text(rule)
-    _lit(b'","backendPoolName":"')
-    _text(pool)
-    _lit(b'","backendSettingName":"')
-    _text(settings)
-    _lit(b'","serverRouted":"')
-    _text(server)
+    _route(listener, rule, pool, settings, server)
     _lit(b'","serverStatus":"')
     if latency is not None and server:
         _int(status)
@@ -359,16 +365,7 @@ def session_line(double now, str client_ip, long long client_port, bytes uri, st
     _int(client_port)
     _lit(b',"requestUri":"')
     _wire(uri)
-    _lit(b'","listenerName":"')
-    _text(listener)
-    _lit(b'","ruleName":"')
-    _text(rule)
-    _lit(b'","backendPoolName":"')
-    _text(pool)
-    _lit(b'","backendSettingName":"')
-    _text(settings)
-    _lit(b'","serverRouted":"')
-    _text(server)
+    _route(listener, rule, pool, settings, server)
     _lit(b'","transactionId":"')
     _wire(transaction_id)
     _lit(b'","duration":')

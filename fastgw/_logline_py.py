@@ -53,25 +53,33 @@ def _encode(line: str) -> bytes:
     return line.encode("utf-8", "replace")
 
 
+def _envelope(now: float) -> str:
+    when = timestamp(now)
+    return f'{{"time":"{when}","level":"info","log":"access","timeStamp":"{when}"'
+
+
+def _route(listener: str, rule: str, pool: str, settings: str, server: str) -> str:
+    """The fields both records have, from listenerName to serverRouted."""
+    return (f'"listenerName":"{_text(listener)}","ruleName":"{_text(rule)}",'
+            f'"backendPoolName":"{_text(pool)}","backendSettingName":"{_text(settings)}",'
+            f'"serverRouted":"{_text(server)}"')
+
+
 def request_line(now: float, handshake: bool, client_ip: str, client_port: int, tls: Any,
                  method: bytes, uri: bytes, agent: bytes, version: str, status: int,
                  received: int, sent: int, taken: float, host: str | None,
                  original_host: bytes, listener: str, rule: str, pool: str, settings: str,
                  server: str, latency: float | None, transaction_id: bytes, error: str) -> bytes:
-    when = timestamp(now)
     on, protocol, cipher = ("on", _text(tls[0]), _text(tls[1])) if tls is not None else ("off", "", "")
     original = _wire(original_host)
     return _encode(
-        f'{{"time":"{when}","level":"info","log":"access","timeStamp":"{when}",'
-        f'"type":"{"websocket" if handshake else "request"}","clientIp":"{_text(client_ip)}",'
+        f'{_envelope(now)},"type":"{"websocket" if handshake else "request"}","clientIp":"{_text(client_ip)}",'
         f'"clientPort":{client_port},"httpMethod":"{_wire(method)}","requestUri":"{_wire(uri)}",'
         f'"userAgent":"{_wire(agent)}","httpStatus":{status},"httpVersion":"{_text(version)}",'
         f'"receivedBytes":{received},"sentBytes":{sent},"timeTaken":{_seconds(taken)},'
         f'"sslEnabled":"{on}","sslProtocol":"{protocol}","sslCipher":"{cipher}",'
         f'"host":"{original if host is None else _text(host)}","originalHost":"{original}",'
-        f'"listenerName":"{_text(listener)}","ruleName":"{_text(rule)}",'
-        f'"backendPoolName":"{_text(pool)}","backendSettingName":"{_text(settings)}",'
-        f'"serverRouted":"{_text(server)}",'
+        f'{_route(listener, rule, pool, settings, server)},'
         f'"serverStatus":"{status if latency is not None and server else ""}",'
         f'"serverResponseLatency":{"null" if latency is None else _seconds(latency)},'
         f'"transactionId":"{_wire(transaction_id)}","error_info":"{_text(error)}"}}')
@@ -82,13 +90,9 @@ def session_line(now: float, client_ip: str, client_port: int, uri: bytes, liste
                  duration: float, close_code: int, closed_by: str, close_reason: str,
                  client_frames: int, client_bytes: int, backend_frames: int, backend_bytes: int,
                  client_messages: int, backend_messages: int, upgrades: int) -> bytes:
-    when = timestamp(now)
     return _encode(
-        f'{{"time":"{when}","level":"info","log":"access","timeStamp":"{when}",'
-        f'"type":"session-end","clientIp":"{_text(client_ip)}","clientPort":{client_port},'
-        f'"requestUri":"{_wire(uri)}","listenerName":"{_text(listener)}",'
-        f'"ruleName":"{_text(rule)}","backendPoolName":"{_text(pool)}",'
-        f'"backendSettingName":"{_text(settings)}","serverRouted":"{_text(server)}",'
+        f'{_envelope(now)},"type":"session-end","clientIp":"{_text(client_ip)}","clientPort":{client_port},'
+        f'"requestUri":"{_wire(uri)}",{_route(listener, rule, pool, settings, server)},'
         f'"transactionId":"{_wire(transaction_id)}","duration":{_seconds(duration)},'
         f'"closeCode":{close_code},"closedBy":"{_text(closed_by)}",'
         f'"closeReason":"{_text(close_reason)}","clientFrames":{client_frames},'

@@ -1,6 +1,6 @@
 """Select the frame engine: the Cython extension or its pure-Python twin.
 
-fastgw.native.engine() chooses (FASTGW_NO_EXTENSIONS, FASTGW_REQUIRE_EXTENSIONS);
+fastgw.native.select() chooses (FASTGW_NO_EXTENSIONS, FASTGW_REQUIRE_EXTENSIONS);
 IMPLEMENTATION says which one is in use: "c" or "py".
 """
 
@@ -16,6 +16,4 @@ if TYPE_CHECKING:
 
     IMPLEMENTATION: str
 else:
-    _engine, IMPLEMENTATION = _native.engine("_frames")
-    __all__ = _engine.__all__
-    globals().update({name: getattr(_engine, name) for name in __all__})
+    IMPLEMENTATION = _native.select("_frames", globals())

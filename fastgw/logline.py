@@ -1,6 +1,6 @@
 """Select the access log's line writer: the Cython extension or its pure-Python twin.
 
-fastgw.native.engine() chooses (FASTGW_NO_EXTENSIONS, FASTGW_REQUIRE_EXTENSIONS);
+fastgw.native.select() chooses (FASTGW_NO_EXTENSIONS, FASTGW_REQUIRE_EXTENSIONS);
 IMPLEMENTATION says which one is in use: "c" or "py". The API is fastgw/_logline.pyi.
 """
 
@@ -14,6 +14,4 @@ if TYPE_CHECKING:
 
     IMPLEMENTATION: str
 else:
-    _engine, IMPLEMENTATION = _native.engine("_logline")
-    __all__ = _engine.__all__
-    globals().update({name: getattr(_engine, name) for name in __all__})
+    IMPLEMENTATION = _native.select("_logline", globals())

@@ -37,7 +37,7 @@ COMPILED = (
 )
 
 # The `.pyx` engines, each with a separate twin fastgw/<name>_py.py and a selector module that
-# picks one (engine()): the frame engine (frames.py) and the access log's line writer
+# picks one (select()): the frame engine (frames.py) and the access log's line writer
 # (logline.py).
 ENGINES = ("_frames", "_logline")
 
@@ -102,6 +102,15 @@ def engine(name: str):
             raise ExtensionsRequired(
                 required_problem() or f"fastgw.{name} does not import: {exc}") from None
         return importlib.import_module(f"fastgw.{name}_py"), "py"
+
+
+def select(name: str, namespace: dict) -> str:
+    """Fill a selector module's `namespace` (frames.py, logline.py) with the public names of
+    engine(name), and `__all__`; returns "c" or "py"."""
+    module, kind = engine(name)
+    namespace["__all__"] = module.__all__
+    namespace.update({attr: getattr(module, attr) for attr in module.__all__})
+    return kind
 
 
 def load_twin(name: str):

@@ -62,14 +62,6 @@ def line_engine(request):
 
 
 @pytest.fixture
-def c_line_engine():
-    """fastgw._logline alone, to compare it with its twin."""
-    if _NO_EXT:
-        pytest.skip("FASTGW_NO_EXTENSIONS=1: the C module is not in use")
-    return _c_module("_logline")
-
-
-@pytest.fixture
 def gateway_for():
     """make(servers, **gateway_toml options) -> a GatewayThread (with .port) on a free port in
     front of those servers; all of them stopped after the test."""
