@@ -1,5 +1,5 @@
-"""Build the native extensions: the `.pyx` engines (fastgw._frames, the frame engine, and
-fastgw._logline, the access log's line writer), and the gateway's hot
+"""Build the native extensions: the `.pyx` engines (fastgw._frames, the frame engine,
+fastgw._logline, the access log's line writer, and fastgw._heads, the head scanner), and the gateway's hot
 path (the modules fastgw/native.py lists), compiled from their own .py sources with the .pxd
 declarations beside them (Cython's pure Python mode: each .py stays its own pure-Python twin).
 

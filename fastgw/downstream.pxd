@@ -12,7 +12,7 @@ cdef class ClientConnection(ClientSide):
     cdef public object state, parser, queue
     cdef public Exchange parsing
     cdef public dict pause_reasons
-    cdef public bint in_head, keepalive_token
+    cdef public bint in_head, keepalive_token, parser_fed
     cdef public Py_ssize_t head_bytes, pending_head
     cdef public bytes url
     cdef public list headers
@@ -37,8 +37,13 @@ cdef class ClientConnection(ClientSide):
     cpdef resume_writing(self)
     cpdef on_url(self, bytes url)
     cpdef on_header(self, bytes name, bytes value)
-    @cython.locals(head=RequestHead, ex=Exchange)
+    @cython.locals(pos=Py_ssize_t, size=Py_ssize_t, end=Py_ssize_t, found=tuple)
+    cdef Py_ssize_t _scan(self, bytes data) except -2
+    cdef _request_failed(self, object error)
+    @cython.locals(headers=list, method=bytes)
     cpdef on_headers_complete(self)
+    @cython.locals(head=RequestHead, ex=Exchange)
+    cdef _request(self, bytes method, bytes url, str version, list headers, Py_ssize_t size)
     cpdef on_body(self, bytes body)
     @cython.locals(ex=Exchange)
     cpdef on_message_complete(self)

@@ -1,6 +1,8 @@
 """The downstream leg: one client connection on a listener, speaking HTTP/1.1 until it upgrades.
 
-httptools parses the client's requests; each complete request head becomes an exchange
+httptools parses the client's requests, or the head scanner (fastgw/_heads.pyi) reads a whole
+head in one call while httptools has not been given any of the connection's bytes (see
+_scan); each complete request head becomes an exchange
 (contracts.Exchange, started by the ConnectionHost: the routing decision) queued in arrival order
 (pipelining: responses go out in request order, RFC 9112 section 9.3.2), and the head of the
 queue runs. A WebSocket upgrade request leaves HTTP behind once its exchange performs the
@@ -39,6 +41,7 @@ from fastgw import http1, log
 from fastgw.config import GatewayConfig
 from fastgw.contracts import ClientSide, ConnectionHost, Exchange, Recorder
 from fastgw.errors import HandshakeError, RequestError
+from fastgw.heads import scan_request
 from fastgw.http1 import RequestHead, analyse_request
 from fastgw.local import LocalAnswer, gateway_answer
 from fastgw.logline import transaction_id
@@ -78,7 +81,8 @@ class ClientConnection(ClientSide):
     __slots__ = ("host", "recorder", "state", "parser", "queue", "parsing", "pause_reasons",
                  "in_head", "head_bytes", "pending_head", "url", "headers", "requests",
                  "upgrade_exchange", "session", "refused", "request_started", "header_timeout",
-                 "keepalive_timeout", "max_header_size", "keepalive_token", "__weakref__")
+                 "keepalive_timeout", "max_header_size", "keepalive_token", "parser_fed",
+                 "__weakref__")
 
     def __init__(self, host: ConnectionHost, recorder: Recorder, limits: GatewayConfig,
                  loop: Any, socket_key: tuple[str, int], tls: bool, pages: Any = None):
@@ -99,6 +103,7 @@ class ClientConnection(ClientSide):
         self.transport: Any = None
         self.state = HTTP
         self.parser: Any = httptools.HttpRequestParser(self)  # None once HTTP is over
+        self.parser_fed = False  # httptools has been given bytes: it reads all that follow
         self.queue: deque[Exchange] = deque()  # in request order; queue[0] is answering
         self.parsing: Exchange | None = None  # the exchange whose request is being read
         self.write_paused = False
@@ -146,19 +151,24 @@ class ClientConnection(ClientSide):
             if ex is not None:  # UPGRADING: bytes that follow the upgrade request
                 ex.client_data(data)
             return  # nothing more is parsed (see the module docstring)
+        if not self.parser_fed:
+            try:
+                start = self._scan(data)
+            except Exception as error:  # what a callback raising it would have caused
+                self._request_failed(error)
+                return
+            if start < 0:
+                return
+            if start:
+                data = data[start:]
+            self.parser_fed = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._after_upgrade(data, exc.args[0])
             return
         except httptools.HttpParserCallbackError as exc:
-            error = exc.__context__
-            if isinstance(error, (RequestError, HandshakeError)):
-                self.refuse(error.status, error.reason, error.headers)
-            else:
-                log.event(log.ERROR, "internal_error", where="request callback",
-                          error=repr(error), client=self.peer_ip)
-                self.refuse(500, "internal error")
+            self._request_failed(exc.__context__)
             return
         except httptools.HttpParserError as exc:
             self.refuse(400, f"malformed request: {exc}")
@@ -169,6 +179,44 @@ class ClientConnection(ClientSide):
             self.pending_head += len(data)
             if self.pending_head > self.max_header_size + 65536:
                 self.refuse(431, "request head too large")
+
+    def _scan(self, data: bytes) -> int:
+        """Take the requests at the start of `data` that the head scanner reads whole, as
+        httptools' callbacks would have taken them. Returns where httptools must go on, or -1
+        when nothing is left for it.
+
+        Only while httptools has not been given any of this connection's bytes: it is then
+        between messages, and each request scanned here is one it never sees. The scanner reads
+        no body (its requests have none) and no `Connection: close` request (after which llhttp
+        refuses more bytes), so httptools is at a message boundary again after each. A head
+        over max_header_size is left to httptools, which refuses it from on_header (431)."""
+        pos = 0
+        size = len(data)
+        while True:
+            found = scan_request(data, pos)
+            if found is None:
+                return pos
+            end = found[0]
+            if end - pos > self.max_header_size:
+                return pos
+            self.request_started = self.clock()
+            self._request(found[1], found[2], "1.1", found[3], end - pos)
+            self.on_message_complete()
+            if self.state != HTTP or self.refused:
+                self._after_upgrade(data, end)
+                return -1
+            if end == size:
+                return -1
+            pos = end
+
+    def _request_failed(self, error: BaseException | None) -> None:
+        """A request callback raised `error`: a refusal it carries, or an internal error."""
+        if isinstance(error, (RequestError, HandshakeError)):
+            self.refuse(error.status, error.reason, error.headers)
+        else:
+            log.event(log.ERROR, "internal_error", where="request callback",
+                      error=repr(error), client=self.peer_ip)
+            self.refuse(500, "internal error")
 
     def eof_received(self) -> bool:
         # The client finished sending (half-close). Answer what is in flight, then close.
@@ -246,13 +294,19 @@ class ClientConnection(ClientSide):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        headers, self.headers = self.headers, []
+        method = self.parser.get_method()
+        self._request(method, self.url, self._version(), headers,
+                      self.head_bytes + len(method) + 13)
+
+    def _request(self, method: bytes, url: bytes, version: str, headers: list,
+                 size: int) -> None:
+        """A complete request head (from httptools' callbacks or the head scanner)."""
         if not self.queue:
             self.deadline_at = NEVER
-        parser = self.parser
-        head = RequestHead(parser.get_method(), self.url, self._version(), self.headers)
+        head = RequestHead(method, url, version, headers)
         head.t0 = self.request_started
-        head.size = self.head_bytes + len(head.method) + 13
-        self.headers = []
+        head.size = size
         self.requests += 1
         analyse_request(head)
         ex = self.host.start_exchange(self, head)

@@ -35,8 +35,11 @@ cdef class ResponseHead:
                lower=dict)
 cpdef tuple _index(list headers, frozenset wanted)
 
-@cython.locals(tokens=set, value=bytes, token=bytes)
+@cython.locals(tokens=frozenset, value=bytes)
 cpdef frozenset _tokens(object values)
+
+@cython.locals(tokens=set, value=bytes, token=bytes)
+cpdef frozenset _split_tokens(list values)
 
 @cython.locals(value=bytes)
 cpdef tuple request_framing(object content_lengths, object transfer_encodings, str version)

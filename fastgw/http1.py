@@ -158,11 +158,28 @@ def _index(headers: list, wanted: frozenset) -> tuple[list[bytes], dict[bytes, l
 
 _NO_TOKENS: frozenset = frozenset()
 
+# The tokens of a single value, as peers send it ("Upgrade", "keep-alive", "websocket"): a few
+# values come with most requests and handshakes, and a dict lookup costs a tenth of splitting,
+# stripping and lower-casing one. Bounded as _LOWER is; the sets are frozen, so shared.
+_VALUE_TOKENS: dict[bytes, frozenset] = {}
+
 
 def _tokens(values: list[bytes] | None) -> frozenset:
     """The comma-separated tokens of a header's values, lower-case (Connection, Upgrade)."""
     if not values:
         return _NO_TOKENS
+    if len(values) == 1:
+        value = values[0]
+        tokens = _VALUE_TOKENS.get(value)
+        if tokens is None:
+            tokens = _split_tokens(values)
+            if len(_VALUE_TOKENS) < _LOWER_MAX:
+                _VALUE_TOKENS[value] = tokens
+        return tokens
+    return _split_tokens(values)
+
+
+def _split_tokens(values: list[bytes]) -> frozenset:
     # find(), not `b"," in value`: CPython 3.11's bytes.__contains__ first tries its argument as
     # an integer and raises (and clears) a formatted TypeError for every bytes argument.
     if len(values) == 1 and values[0].find(b",") < 0:

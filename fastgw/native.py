@@ -37,9 +37,9 @@ COMPILED = (
 )
 
 # The `.pyx` engines, each with a separate twin fastgw/<name>_py.py and a selector module that
-# picks one (select()): the frame engine (frames.py) and the access log's line writer
-# (logline.py).
-ENGINES = ("_frames", "_logline")
+# picks one (select()): the frame engine (frames.py), the access log's line writer
+# (logline.py) and the head scanner (heads.py).
+ENGINES = ("_frames", "_logline", "_heads")
 
 # Every extension setup.py builds.
 EXTENSIONS = ENGINES + COMPILED

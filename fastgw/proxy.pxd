@@ -2,6 +2,8 @@
 # HttpExchange becomes an extension type whose fields below are typed, so that the exchange
 # reaches its client, heads, backend connection and server without generic attribute lookups.
 
+cimport cython
+
 from fastgw.acceptor cimport Driven
 from fastgw.contracts cimport ClientSide, ExchangeServices, ProxiedExchange
 from fastgw.http1 cimport ResponseHead
@@ -46,8 +48,12 @@ cdef class HttpExchange(ProxiedExchange):
     cpdef upstream_resume_writing(self)
     cpdef response_header(self, bytes name, bytes value)
     cpdef response_head_complete(self)
+    cdef _response_head(self, int status, str version, list headers)
+    @cython.locals(found=tuple, end=Py_ssize_t, length=Py_ssize_t)
+    cdef bint _scanned(self, bytes data) except -1
     cpdef response_body(self, bytes body)
     cpdef response_complete(self)
+    cdef _response_done(self, bint scanned)
     cpdef fail(self, object error)
     cpdef coro_done(self, tuple result)
     cpdef coro_failed(self, BaseException exc)

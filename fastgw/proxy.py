@@ -38,6 +38,7 @@ from fastgw import affinity, http1, log
 from fastgw.acceptor import Driven
 from fastgw.contracts import ClientSide, ExchangeServices, ProxiedExchange
 from fastgw.errors import SHORTAGES, UpstreamError
+from fastgw.heads import scan_response
 
 # Names used on every request, imported as such: a compiled module reaches a global faster than
 # an attribute of another module.
@@ -371,6 +372,7 @@ class HttpExchange(ProxiedExchange):
     # -- the backend's response (its connection's parser calls response_*) ---------------
 
     def upstream_data(self, data: bytes) -> None:
+        first = not self.received_bytes
         self.received_bytes += len(data)
         # request_timeout bounds each wait for the backend, as nginx's proxy_read_timeout.
         client = self.client
@@ -378,7 +380,8 @@ class HttpExchange(ProxiedExchange):
         client.deadline_at = now + self.request_timeout
         stray = False
         try:
-            self.parser.feed_data(data)
+            if not (first and self._scanned(data)):
+                self.parser.feed_data(data)
         except HttpParserUpgrade:
             # A 101 to a plain request (we never asked for one): refuse it.
             stray = self.releasing is not None
@@ -394,6 +397,28 @@ class HttpExchange(ProxiedExchange):
             self._flush()
         if self.releasing is not None:
             self._settle(stray)
+
+    def _scanned(self, data: bytes) -> bool:
+        """Take a whole response that the head scanner reads (fastgw/_heads.pyi) in the first
+        read of it, as the parser's callbacks would have taken it; False leaves it to httptools.
+
+        The connection's parser is then between messages (a pooled connection goes back only
+        after a response that ended with a read, upstream.py), and stays so: the response is
+        taken only when this read holds it exactly, its head and its Content-Length body. Not
+        for HEAD, whose response has no body whatever its Content-Length says."""
+        found = scan_response(data, 0)
+        if found is None:
+            return False
+        end = found[0]
+        length = found[4]
+        if length < 0 or end + length != len(data) or self.head.method == b"HEAD":
+            return False
+        self._response_head(found[1], "1.1", found[3])
+        if length:
+            self.response_body(data[end:])
+        # The scanner's subset is where llhttp's keep-alive verdict is the head's own.
+        self._response_done(True)
+        return True
 
     def _settle(self, stray: bool) -> None:
         """The response ended during the read just parsed: the connection goes back to the
@@ -419,9 +444,12 @@ class HttpExchange(ProxiedExchange):
 
     def response_head_complete(self) -> None:
         parser = self.parser
-        status = parser.get_status_code()
-        head = ResponseHead(status, b"", response_version(parser), self.resp_headers)
-        self.resp_headers = []
+        headers, self.resp_headers = self.resp_headers, []
+        self._response_head(parser.get_status_code(), response_version(parser), headers)
+
+    def _response_head(self, status: int, version: str, headers: list) -> None:
+        """A complete response head (from httptools' callbacks or the head scanner)."""
+        head = ResponseHead(status, b"", version, headers)
         if status < 200:
             # Interim responses (100 Continue, 103 Early Hints) pass to HTTP/1.1 clients.
             if self.head.version != "1.0" and status != 101:
@@ -458,6 +486,11 @@ class HttpExchange(ProxiedExchange):
             self.out.append(body)
 
     def response_complete(self) -> None:
+        self._response_done(False)
+
+    def _response_done(self, scanned: bool) -> None:
+        """The response ended. `scanned`: the head scanner read it, and llhttp's keep-alive
+        verdict is the head's own (otherwise the parser is asked)."""
         if self.state != RESPONDING:
             return  # an interim (1xx) response ended; the final one follows
         framing = self.framing
@@ -474,7 +507,7 @@ class HttpExchange(ProxiedExchange):
                 conn.parser = None  # see upstream.py: llhttp would wait for a HEAD's body
             if (head is not None and self.request_done and head.keep_alive and framing != CLOSE
                     and (head.content_length is not None or head.chunked or framing == NONE)
-                    and self.parser.should_keep_alive()):
+                    and (scanned or self.parser.should_keep_alive())):
                 # Back to the pool once the read is parsed (_settle); until then its parser's
                 # callbacks have no exchange, and any of them drops the connection.
                 conn.exchange = None

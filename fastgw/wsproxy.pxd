@@ -21,8 +21,10 @@ cdef class WebSocketExchange(HttpExchange):
 
     cpdef client_data(self, bytes data)
     cpdef client_lost(self)
+    @cython.locals(found=tuple)
     cpdef upstream_data(self, bytes data)
     cpdef response_head_complete(self)
+    cdef _switching(self, list headers, str version)
     cdef _switch(self, bytes backend_early)
 
 @cython.locals(count=SessionCount)

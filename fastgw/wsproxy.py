@@ -18,6 +18,7 @@ import httptools
 from fastgw import handshake, http1, log
 from fastgw.contracts import ClientSide, ExchangeServices, Recorder
 from fastgw.errors import UpstreamError
+from fastgw.heads import scan_response
 from fastgw.proxy import DONE, HttpExchange, parser_failure
 from fastgw.relay import WebSocketSession
 
@@ -66,8 +67,18 @@ class WebSocketExchange(HttpExchange):
     # -- the backend's answer --------------------------------------------------------------
 
     def upstream_data(self, data: bytes) -> None:
+        first = not self.received_bytes
         self.received_bytes += len(data)
         self.read_at = self.client.clock()
+        if first:
+            # A 101 the head scanner reads (fastgw/_heads.pyi) is taken as httptools would have
+            # taken it: the head, then what follows it is the backend's first frames.
+            found = scan_response(data, 0)
+            if found is not None and found[1] == 101:
+                self._switching(found[3], "1.1")
+                self._switch(data[found[0]:])
+                self._settle(True)
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -80,12 +91,16 @@ class WebSocketExchange(HttpExchange):
     def response_head_complete(self) -> None:
         parser = self.parser
         if parser.get_status_code() == 101:
-            head = http1.ResponseHead(101, b"", http1.response_version(parser), self.resp_headers)
-            http1.analyse_response(head)
-            self.switching = head
-            self.resp_headers = []
+            headers, self.resp_headers = self.resp_headers, []
+            self._switching(headers, http1.response_version(parser))
             return
         HttpExchange.response_head_complete(self)
+
+    def _switching(self, headers: list, version: str) -> None:
+        """The backend's 101 head: kept until the end of the message (_switch)."""
+        head = http1.ResponseHead(101, b"", version, headers)
+        http1.analyse_response(head)
+        self.switching = head
 
     def _switch(self, backend_early: bytes) -> None:
         head = self.switching

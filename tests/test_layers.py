@@ -29,7 +29,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "fastgw"
 LAYERS: dict[str, tuple[str, ...]] = {
     "core": ("__init__", "native", "errors", "log", "config", "http1", "handshake", "routing",
              "balancer", "affinity", "closepolicy", "accesslog", "frames", "_frames",
-             "_frames_py", "logline", "_logline", "_logline_py", "rewrite", "proxyproto"),
+             "_frames_py", "logline", "_logline", "_logline_py", "heads", "_heads", "_heads_py",
+             "rewrite", "proxyproto"),
     "state": ("backends", "timeouts", "stats", "clientlimits"),
     "io": ("contracts", "upstream", "local", "proxy", "relay", "wsproxy", "downstream",
            "dispatch", "recorder", "services", "logfile", "acceptor", "capacity", "listener",
