@@ -37,7 +37,8 @@ from fastgw import handover, log
 from fastgw.handover import Departure, HandoverError
 
 START_TIMEOUT = 60.0  # seconds for the new process to load, start its probes and say "ready"
-MOVE_BOUND = 5.0  # seconds for a session's write buffers to drain before it moves
+MOVE_BOUND = 5.0  # seconds for a session's write buffers to drain before it moves (at most
+# upgrade_drain_timeout: what stays is closed by then anyway)
 ENV_FD = "FASTGW_UPGRADE_FD"
 
 
@@ -167,7 +168,7 @@ class Predecessor:
         departures = [Departure(s) for s in sessions if handover.movable(s)]
         for departure in departures:
             departure.pause()
-        deadline = time.monotonic() + MOVE_BOUND
+        deadline = time.monotonic() + min(MOVE_BOUND, gateway.config.gateway.upgrade_drain_timeout)
         waiting = departures
         ready: list[Departure] = []
         while waiting:

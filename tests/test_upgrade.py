@@ -188,3 +188,140 @@ def test_a_broken_successor_leaves_the_predecessor_serving(tmp_path, ws_backend)
         proc.terminate()
         proc.wait(timeout=20)
         proc.stderr.close()
+
+
+def upgrade_log(proc) -> tuple[dict, dict]:
+    """The predecessor's upgrade_done record and the session-end records by client port."""
+    records = [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]
+    done = next(r for r in records if r.get("event") == "upgrade_done")
+    ends = {r["clientPort"]: r for r in records if r.get("type") == "session-end"}
+    return done, ends
+
+
+def test_a_tls_session_stays_and_gets_1001_at_the_drain_timeout(tmp_path, ws_backend):
+    import ssl
+
+    import trustme
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "gw.pem"))
+    port = free_port()
+    config = tmp_path / "gw.toml"
+    config.write_text(f"""
+[gateway]
+access_log = "-"
+upgrade_drain_timeout = 1.5
+close_timeout = 1
+
+[[listeners]]
+name = "web"
+port = {port}
+bind = "127.0.0.1"
+protocol = "https"
+certificate = "{tmp_path / 'gw.pem'}"
+private_key = "{tmp_path / 'gw.pem'}"
+
+[[backend_pools]]
+name = "pool"
+servers = ["127.0.0.1:{ws_backend.port}"]
+
+[[backend_settings]]
+name = "settings"
+port = 80
+
+[[rules]]
+name = "rule"
+listener = "web"
+backend_pool = "pool"
+backend_settings = "settings"
+""")
+    proc = start_cli("serve", str(config), "--log-format", "json")
+    pids = [proc.pid]
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    try:
+        wait_port(port, proc=proc)
+
+        async def main():
+            async with connect(f"wss://127.0.0.1:{port}/echo", ssl=ctx, ping_interval=None) as ws:
+                client_port = ws.local_address[1]
+                await ws.send("before")
+                assert await ws.recv() == "before"
+                pids.append(await asyncio.to_thread(upgrade, proc.pid))
+                # Still relayed by the predecessor (its TLS state cannot move) ...
+                await ws.send("after")
+                assert await ws.recv() == "after"
+                # ... until upgrade_drain_timeout: then 1001 (RFC 6455 7.4.1 "going away").
+                with pytest.raises(ConnectionClosed) as closed:
+                    await ws.recv()
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+            # The successor serves TLS on the listener it was handed.
+            async with connect(f"wss://127.0.0.1:{port}/echo", ssl=ctx, ping_interval=None) as ws:
+                await ws.send("new")
+                assert await ws.recv() == "new"
+            return client_port
+
+        client_port = asyncio.run(main())
+        assert wait_gone(proc.pid)
+        done, ends = upgrade_log(proc)
+        assert (done["sessions_moved"], done["sessions_kept"]) == (0, 1)
+        assert (ends[client_port]["closeCode"], ends[client_port]["upgrades"]) == (1001, 0)
+    except BaseException:
+        print(proc.stderr.read())
+        raise
+    finally:
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+        proc.stderr.close()
+
+
+def test_a_session_whose_peer_does_not_read_stays_and_gets_1001(tmp_path, ws_backend):
+    """The backend reads nothing (/silent): the gateway's write buffer towards it never drains,
+    so the session cannot move; it stays with the predecessor, which sends the client a Close
+    1001 at upgrade_drain_timeout and exits."""
+    import select
+    import struct
+
+    from support import read_close, ws_raw_handshake
+
+    proc, port, _ = start_gateway(tmp_path, ws_backend, 'access_log = "-"\n'
+                                  "upgrade_drain_timeout = 1\nclose_timeout = 0.5")
+    pids = [proc.pid]
+    try:
+        sock, head, leftover = ws_raw_handshake(port, "/silent")
+        assert b" 101 " in head
+        client_port = sock.getsockname()[1]
+        # 64 KiB binary frames, masked with a zero key (RFC 6455 5.3: the payload as is), until
+        # nothing more is taken for a while: every buffer on the way to the backend is full,
+        # the gateway's own write buffer included (it stops reading the client only then).
+        frame = struct.pack("!BBQ", 0x82, 0x80 | 127, BIG) + b"\0\0\0\0" + b"x" * BIG
+        sock.setblocking(False)
+        pending = memoryview(frame)
+        while select.select([], [sock], [], 1.0)[1]:
+            try:
+                pending = pending[sock.send(pending):] or memoryview(frame)
+            except BlockingIOError:
+                pass
+        pids.append(upgrade(proc.pid))
+        sock.setblocking(True)
+        code, _, frames = read_close(sock, leftover)
+        assert (code, frames) == (1001, [])
+        sock.close()
+        assert wait_gone(proc.pid)
+        done, ends = upgrade_log(proc)
+        assert (done["sessions_moved"], done["sessions_kept"]) == (0, 1)
+        assert (ends[client_port]["closeCode"], ends[client_port]["upgrades"]) == (1001, 0)
+    except BaseException:
+        print(proc.stderr.read())
+        raise
+    finally:
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+        proc.stderr.close()
