@@ -158,8 +158,7 @@ def serve(path: str, log_level: str = "info", log_format: str | None = None) -> 
         print(exc.render(), file=sys.stderr)
         return EXIT_CONFIG
     if os.environ.get("FASTGW_WORKER"):
-        if not os.environ.get("FASTGW_UPGRADE_FD"):  # a live upgrade's worker outlives its parent
-            _exit_with_parent()
+        _exit_with_parent()  # the supervisor starts every worker, a live upgrade's too
     else:
         for warning in cfg.warnings:
             print(warning, file=sys.stderr)
@@ -200,7 +199,11 @@ def upgrade(pid: int, timeout: float) -> int:
         status = live.read_status(pid)
         if status is not None:
             if status.get("outcome") == "done":
-                print(f"upgraded: process {status.get('successor')} took over from {pid}")
+                if "workers" in status:  # a supervisor's (fastgw.supervisor)
+                    print(f"upgraded: processes {_pids(status['workers'])} took over from "
+                          f"{_pids(status['replaced'])} (workers of {pid})")
+                else:
+                    print(f"upgraded: process {status.get('successor')} took over from {pid}")
                 return EXIT_OK
             print(f"fastgw: upgrade failed, process {pid} goes on serving: {status.get('reason')}",
                   file=sys.stderr)
@@ -209,6 +212,10 @@ def upgrade(pid: int, timeout: float) -> int:
     print(f"fastgw: no outcome from process {pid} within {timeout:g} s (see its log)",
           file=sys.stderr)
     return EXIT_RUNTIME
+
+
+def _pids(pids: list) -> str:
+    return ", ".join(str(p) for p in pids)
 
 
 def _raise_descriptor_limit(configured: int) -> None:

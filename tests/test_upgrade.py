@@ -325,3 +325,66 @@ def test_a_session_whose_peer_does_not_read_stays_and_gets_1001(tmp_path, ws_bac
                 os.kill(pid, signal.SIGTERM)
         proc.wait(timeout=20)
         proc.stderr.close()
+
+
+def upgrade_workers(pid: int) -> tuple[list[int], list[int]]:
+    """`fastgw upgrade` of a supervisor: (new worker PIDs, old worker PIDs)."""
+    done = run_cli("upgrade", "--pid", str(pid), "--timeout", "60", timeout=90)
+    assert done.returncode == 0, done.stderr
+    found = re.match(r"upgraded: processes ([\d, ]+) took over from ([\d, ]+) \(workers of",
+                     done.stdout)
+    assert found, done.stdout
+    return [int(p) for p in found.group(1).split(", ")], [int(p) for p in found.group(2).split(", ")]
+
+
+def test_two_workers_sessions_survive_two_upgrades(tmp_path, ws_backend):
+    """SIGUSR2 to the supervisor: each worker hands its listeners and sessions to a new worker
+    the supervisor starts in its place."""
+    proc, port, _ = start_gateway(tmp_path, ws_backend, 'access_log = "-"\nworkers = 2')
+    generations: list[list[int]] = []
+    try:
+        async def main():
+            stop = asyncio.Event()
+            progress = [0] * SESSIONS
+            ports = [0] * SESSIONS
+            counts: list = []
+            tasks = [asyncio.create_task(stream(port, stop, progress, i, ports))
+                     for i in range(SESSIONS)]
+            connector = asyncio.create_task(connect_loop(port, stop, counts))
+            await advanced(progress)
+            for _ in range(2):
+                new, old = await asyncio.to_thread(upgrade_workers, proc.pid)
+                if generations:
+                    assert old == generations[-1][0]
+                generations.append([new, old])
+                await advanced(progress)
+            stop.set()
+            await asyncio.gather(*tasks, connector)
+            return ports, counts
+
+        try:
+            ports, counts = asyncio.run(main())
+        except BaseException:
+            print(proc.stderr.read())
+            raise
+        assert counts  # new sessions throughout, none refused (connect_loop would raise)
+        (first, original), (second, _) = generations
+        assert len({*original, *first, *second}) == 6
+        assert all(wait_gone(pid) for pid in [*original, *first])
+        assert all(alive(pid) for pid in second) and proc.poll() is None
+        # The supervisor's graceful stop: every record still on its way is written.
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        log = proc.stderr.read()
+        ends = {e["clientPort"]: e for e in map(json.loads, log.splitlines())
+                if e.get("type") == "session-end"}
+        assert [(ends[p]["upgrades"], ends[p]["closedBy"]) for p in ports] == \
+            [(2, "client")] * SESSIONS
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=30)
+        for pid in [p for generation in generations for pids in generation for p in pids]:
+            if alive(pid):
+                os.kill(pid, signal.SIGTERM)
+        proc.stderr.close()
