@@ -70,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         description="Send SIGUSR2 to the `fastgw serve` process PID (or its supervisor) and wait "
                     "for the outcome: a new process running the same command line (so a newly "
                     "installed fastgw) takes over the listeners and the plain WebSocket "
-                    "sessions without disconnecting anyone. Exit status 0 when it took over "
-                    "(its PID is printed), 1 when it failed (the old process goes on serving).")
+                    "sessions without disconnecting anyone; a supervisor (workers > 1) does "
+                    "this for each of its workers. Exit status 0 when it took over (its PID, "
+                    "or the new and the old workers' PIDs, are printed), 1 when it failed (the "
+                    "old process goes on serving).")
     p_upgrade.add_argument("--pid", type=int, required=True, help="the process to upgrade")
     p_upgrade.add_argument("--timeout", type=float, default=120.0,
                            help="seconds to wait for the outcome (default 120)")
@@ -164,6 +166,12 @@ def serve(path: str, log_level: str = "info", log_format: str | None = None) -> 
             print(warning, file=sys.stderr)
         _raise_descriptor_limit(cfg.gateway.max_connections)  # workers inherit it
     if cfg.gateway.workers > 1 and not os.environ.get("FASTGW_WORKER"):
+        if os.environ.get("FASTGW_UPGRADE_FD"):
+            # A single process's successor would have to become a supervisor: not supported;
+            # the old process sees this exit status and serves on.
+            print("fastgw: a live upgrade cannot change workers = 1 to more; restart instead",
+                  file=sys.stderr)
+            return EXIT_RUNTIME
         from fastgw.supervisor import Supervisor
         return Supervisor(path, cfg.gateway.workers, log_level,
                           "text" if log.text_format() else "json").run()

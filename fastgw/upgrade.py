@@ -18,7 +18,10 @@ The old process (`Predecessor`):
 The outcome is written to a status file, `status_path(pid)` of the old process, which `fastgw
 upgrade --pid PID` waits for: {"outcome": "done"|"failed", "successor": pid, "reason": ...}.
 Under systemd the old process also tells the service manager the new main PID (sd_notify
-MAINPID=, which needs NotifyAccess=all in the unit): see docs/deploy.md.
+MAINPID=, which needs NotifyAccess=main in the unit): see docs/deploy.md.
+
+A worker (`workers` > 1) does not start its successor: its supervisor does, and sends it its end
+of the channel (`follow`); the rest is the same. See fastgw.supervisor.
 """
 
 from __future__ import annotations
