@@ -1,6 +1,6 @@
 """How long a live upgrade takes per 1000 plain WebSocket sessions.
 
-    .venv/bin/python benchmarks/upgrade.py [SESSIONS]      (default 1000)
+    .venv/bin/python benchmarks/upgrade.py [SESSIONS [WORKERS]]      (default 1000 1)
 
 Starts a websockets echo backend and `fastgw serve` (the build installed in this venv), opens
 SESSIONS idle sessions through it, runs `fastgw upgrade --pid`, and reports from the gateway's
@@ -10,6 +10,8 @@ own log records:
 - handover: `upgrade_listeners_handed_over` to `upgrade_done` (every session paused, drained,
   sent with its two sockets and resumed), and that per 1000 sessions;
 - total, as `fastgw upgrade` saw it.
+With WORKERS > 1 the supervisor upgrades its workers one after the other: start and handover are
+the sums over the workers.
 Then every session must still echo (nothing was closed). Loopback only; bounded by SESSIONS.
 """
 
@@ -30,6 +32,7 @@ import time
 CONFIG = """
 [gateway]
 header_timeout = 5
+workers = {workers}
 
 [[listeners]]
 name = "web"
@@ -63,7 +66,7 @@ def stamp(record: dict) -> float:
     return datetime.datetime.fromisoformat(record["time"].replace("Z", "+00:00")).timestamp()
 
 
-async def run(count: int, workdir: str) -> dict:
+async def run(count: int, workers: int, workdir: str) -> dict:
     from websockets.asyncio.client import connect
     from websockets.asyncio.server import serve
 
@@ -76,7 +79,7 @@ async def run(count: int, workdir: str) -> dict:
         backend_port = backend.sockets[0].getsockname()[1]
         config = os.path.join(workdir, "gw.toml")
         with open(config, "w") as f:
-            f.write(CONFIG.format(port=port, backend=backend_port))
+            f.write(CONFIG.format(port=port, backend=backend_port, workers=workers))
         log_path = os.path.join(workdir, "gw.log")
         log = open(log_path, "wb")
         proc = subprocess.Popen([sys.executable, "-m", "fastgw", "serve", config,
@@ -102,7 +105,8 @@ async def run(count: int, workdir: str) -> dict:
             total = time.monotonic() - began
             if done.returncode != 0:
                 raise SystemExit(f"upgrade failed: {done.stderr}")
-            pids.append(int(done.stdout.split()[2]))
+            if workers == 1:  # else the supervisor stops its workers
+                pids.append(int(done.stdout.split()[2]))
             for ws in clients:
                 await ws.send("still here")
             answers = await asyncio.gather(*(ws.recv() for ws in clients))
@@ -117,29 +121,33 @@ async def run(count: int, workdir: str) -> dict:
                     pass
             proc.wait(timeout=30)
             log.close()
-    events = {}
+    events: dict[str, list] = {}
     with open(log_path) as f:
         for line in f:
             if '"event":"upgrade_' in line:
                 record = json.loads(line)
-                events.setdefault(record["event"], record)
-    started = stamp(events["upgrade_started"])
-    handed = stamp(events["upgrade_listeners_handed_over"])
-    finished = stamp(events["upgrade_done"])
-    moved = events["upgrade_done"]["sessions_moved"]
-    return {"sessions": count, "moved": moved, "start_s": round(handed - started, 3),
-            "handover_s": round(finished - handed, 3),
-            "handover_per_1000_s": round((finished - handed) * 1000 / max(moved, 1), 3),
+                if "workers" not in record:  # the supervisor's own records
+                    events.setdefault(record["event"], []).append(record)
+    # One (started, handed over, done) per process upgraded, in that order.
+    steps = list(zip(events["upgrade_started"], events["upgrade_listeners_handed_over"],
+                     events["upgrade_done"]))
+    start = sum(stamp(handed) - stamp(started) for started, handed, _ in steps)
+    handover = sum(stamp(done) - stamp(handed) for _, handed, done in steps)
+    moved = sum(done["sessions_moved"] for _, _, done in steps)
+    return {"sessions": count, "workers": workers, "moved": moved, "start_s": round(start, 3),
+            "handover_s": round(handover, 3),
+            "handover_per_1000_s": round(handover * 1000 / max(moved, 1), 3),
             "total_s": round(total, 3)}
 
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    workers = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     # This process holds both ends it serves: 2 descriptors per session.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     with tempfile.TemporaryDirectory() as workdir:
-        print(json.dumps(asyncio.run(run(count, workdir))))
+        print(json.dumps(asyncio.run(run(count, workers, workdir))))
 
 
 if __name__ == "__main__":

@@ -70,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         description="Send SIGUSR2 to the `fastgw serve` process PID (or its supervisor) and wait "
                     "for the outcome: a new process running the same command line (so a newly "
                     "installed fastgw) takes over the listeners and the plain WebSocket "
-                    "sessions without disconnecting anyone. Exit status 0 when it took over "
-                    "(its PID is printed), 1 when it failed (the old process goes on serving).")
+                    "sessions without disconnecting anyone; a supervisor (workers > 1) does "
+                    "this for each of its workers. Exit status 0 when it took over (its PID, "
+                    "or the new and the old workers' PIDs, are printed), 1 when it failed (the "
+                    "old process goes on serving).")
     p_upgrade.add_argument("--pid", type=int, required=True, help="the process to upgrade")
     p_upgrade.add_argument("--timeout", type=float, default=120.0,
                            help="seconds to wait for the outcome (default 120)")
@@ -158,13 +160,18 @@ def serve(path: str, log_level: str = "info", log_format: str | None = None) -> 
         print(exc.render(), file=sys.stderr)
         return EXIT_CONFIG
     if os.environ.get("FASTGW_WORKER"):
-        if not os.environ.get("FASTGW_UPGRADE_FD"):  # a live upgrade's worker outlives its parent
-            _exit_with_parent()
+        _exit_with_parent()  # the supervisor starts every worker, a live upgrade's too
     else:
         for warning in cfg.warnings:
             print(warning, file=sys.stderr)
         _raise_descriptor_limit(cfg.gateway.max_connections)  # workers inherit it
     if cfg.gateway.workers > 1 and not os.environ.get("FASTGW_WORKER"):
+        if os.environ.get("FASTGW_UPGRADE_FD"):
+            # A single process's successor would have to become a supervisor: not supported;
+            # the old process sees this exit status and serves on.
+            print("fastgw: a live upgrade cannot change workers = 1 to more; restart instead",
+                  file=sys.stderr)
+            return EXIT_RUNTIME
         from fastgw.supervisor import Supervisor
         return Supervisor(path, cfg.gateway.workers, log_level,
                           "text" if log.text_format() else "json").run()
@@ -200,7 +207,11 @@ def upgrade(pid: int, timeout: float) -> int:
         status = live.read_status(pid)
         if status is not None:
             if status.get("outcome") == "done":
-                print(f"upgraded: process {status.get('successor')} took over from {pid}")
+                if "workers" in status:  # a supervisor's (fastgw.supervisor)
+                    print(f"upgraded: processes {_pids(status['workers'])} took over from "
+                          f"{_pids(status['replaced'])} (workers of {pid})")
+                else:
+                    print(f"upgraded: process {status.get('successor')} took over from {pid}")
                 return EXIT_OK
             print(f"fastgw: upgrade failed, process {pid} goes on serving: {status.get('reason')}",
                   file=sys.stderr)
@@ -209,6 +220,10 @@ def upgrade(pid: int, timeout: float) -> int:
     print(f"fastgw: no outcome from process {pid} within {timeout:g} s (see its log)",
           file=sys.stderr)
     return EXIT_RUNTIME
+
+
+def _pids(pids: list) -> str:
+    return ", ".join(str(p) for p in pids)
 
 
 def _raise_descriptor_limit(configured: int) -> None:

@@ -22,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import os
 import signal
+import socket
 
 from fastgw import admin, capacity, log, preflight, upgrade
 from fastgw.acceptor import Acceptor
@@ -343,13 +345,29 @@ async def serve(config: Config, *, reload_from: str | None = None,
         loop.add_signal_handler(sig, stop.set)
     if reload_from is not None:
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(gateway, reload_from)))
+    # A worker starts with SIGHUP blocked (fastgw.supervisor): one that came meanwhile is
+    # delivered now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     predecessor = upgrade.Predecessor(gateway)
-    loop.add_signal_handler(signal.SIGUSR2,
-                            lambda: loop.create_task(_upgrade(predecessor, stop)))
+    supervisor = upgrade.supervisor_channel()
+    following: asyncio.Task | None = None
+    if supervisor is None:
+        loop.add_signal_handler(signal.SIGUSR2,
+                                lambda: loop.create_task(_upgrade(predecessor, stop)))
+    else:
+        # A worker: its supervisor upgrades it, starting the new worker in its place (so that
+        # it stays the parent of every worker) and handing us our end of their channel.
+        loop.add_signal_handler(signal.SIGUSR2, upgrade.refuse,
+                                f"a worker is upgraded by its supervisor: signal {os.getppid()}",
+                                "this worker, unchanged")
+        following = loop.create_task(upgrade.follow(
+            supervisor, lambda channel: loop.create_task(_upgrade(predecessor, stop, channel))))
     if ready is not None:
         ready.set()
     log.event(log.INFO, "started", config=config.source)
     await stop.wait()
+    if following is not None:
+        following.cancel()
     if predecessor.done:
         drain = gateway.config.gateway.upgrade_drain_timeout
         await gateway.stop(keep_sessions=drain)
@@ -360,8 +378,9 @@ async def serve(config: Config, *, reload_from: str | None = None,
     return 0
 
 
-async def _upgrade(predecessor: upgrade.Predecessor, stop: asyncio.Event) -> None:
-    if await predecessor.run():
+async def _upgrade(predecessor: upgrade.Predecessor, stop: asyncio.Event,
+                   channel: socket.socket | None = None) -> None:
+    if await predecessor.run(channel):
         stop.set()  # what stayed here finishes (upgrade_drain_timeout), then this process exits
 
 

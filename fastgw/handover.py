@@ -124,12 +124,15 @@ def movable(session: WebSocketSession) -> bool:
 class Departure:
     """One session on its way out: paused, then sent, then retired here (or resumed here)."""
 
-    __slots__ = ("session", "sinks", "deadline_at")
+    __slots__ = ("session", "sinks", "deadline_at", "reading")
 
     def __init__(self, session: WebSocketSession):
         self.session = session
         self.sinks = tuple(pump.sink for pump in session.pumps)
         self.deadline_at = session.client.deadline_at
+        # A leg not being read is held back by the other leg's full write buffer (the pumps'
+        # flow control): it must stay so if the session stays here.
+        self.reading = tuple(t.is_reading() for t in session.transports)
 
     def pause(self) -> None:
         """Read neither leg, forward nothing, send no Ping (its deadline waits)."""
@@ -145,12 +148,19 @@ class Departure:
         return all(t.get_write_buffer_size() == 0 for t in self.session.transports)
 
     def resume(self) -> None:
-        """It stays here after all: as it was."""
+        """It stays here after all: as it was. A leg that flow control held back stays held
+        back until the write buffer it feeds drains, unless that happened during the pause (the
+        resume_writing() then found no sink: nothing writes while paused, so a buffer at or
+        below its low-water mark now has drained)."""
         session = self.session
         for pump, sink in zip(session.pumps, self.sinks):
             pump.sink = sink
-        for transport in session.transports:
-            transport.resume_reading()
+        transports = session.transports
+        for leg, transport in enumerate(transports):
+            into = transports[1 - leg]
+            if self.reading[leg] or \
+                    into.get_write_buffer_size() <= into.get_write_buffer_limits()[0]:
+                transport.resume_reading()
         session.client.deadline_at = self.deadline_at
 
     def state(self) -> dict:

@@ -18,7 +18,10 @@ The old process (`Predecessor`):
 The outcome is written to a status file, `status_path(pid)` of the old process, which `fastgw
 upgrade --pid PID` waits for: {"outcome": "done"|"failed", "successor": pid, "reason": ...}.
 Under systemd the old process also tells the service manager the new main PID (sd_notify
-MAINPID=, which needs NotifyAccess=all in the unit): see docs/deploy.md.
+MAINPID=, which needs NotifyAccess=main in the unit): see docs/deploy.md.
+
+A worker (`workers` > 1) does not start its successor: its supervisor does, and sends it its end
+of the channel (`follow`); the rest is the same. See fastgw.supervisor.
 """
 
 from __future__ import annotations
@@ -31,14 +34,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, Callable
 
 from fastgw import handover, log
 from fastgw.handover import Departure, HandoverError
 
 START_TIMEOUT = 60.0  # seconds for the new process to load, start its probes and say "ready"
-MOVE_BOUND = 5.0  # seconds for a session's write buffers to drain before it moves
+MOVE_BOUND = 5.0  # seconds for a session's write buffers to drain before it moves (at most
+# upgrade_drain_timeout: what stays is closed by then anyway)
 ENV_FD = "FASTGW_UPGRADE_FD"
+CONTROL_FD = "FASTGW_CONTROL_FD"  # a worker's end of its supervisor's channel
 
 
 def status_dir() -> str:
@@ -51,12 +56,18 @@ def status_path(pid: int, directory: str | None = None) -> str:
     return os.path.join(directory or status_dir(), f"fastgw-upgrade-{pid}.json")
 
 
-def write_status(outcome: str, successor: int = 0, reason: str = "") -> None:
+def write_status(outcome: str, successor: int = 0, reason: str = "", **extra: Any) -> None:
     path = status_path(os.getpid())
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump({"outcome": outcome, "successor": successor, "reason": reason}, f)
+        json.dump({"outcome": outcome, "successor": successor, "reason": reason, **extra}, f)
     os.replace(tmp, path)  # the reader never sees half a file
+
+
+def refuse(reason: str, serving: str) -> None:
+    """An upgrade that does not start: said in the log and in the status file."""
+    log.event(log.ERROR, "upgrade_failed", reason=reason, serving=serving)
+    write_status("failed", reason=reason)
 
 
 def read_status(pid: int, directory: str | None = None) -> dict | None:
@@ -87,6 +98,21 @@ def successor_command() -> list[str]:
     return [sys.executable, *sys.orig_argv[1:]]
 
 
+def failure_reason(proc: subprocess.Popen, timed_out: bool, what: str) -> str:
+    """Why the new process `proc` did not take over, from its exit status (it is stopped if it
+    still runs: it never said ready, so it is not serving). `what`: the other end's account."""
+    try:
+        status = proc.wait(timeout=1.0)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return "the new process did not become ready in time" if timed_out \
+            else f"{what}; it was stopped"
+    if status == 2:
+        return "the new process refused the configuration (exit status 2)"
+    return f"the new process exited with status {status}"
+
+
 # -- the old process -----------------------------------------------------------------------
 
 
@@ -100,32 +126,46 @@ class Predecessor:
         self.done = False
         self.running = False
 
-    async def run(self) -> bool:
+    async def run(self, channel: socket.socket | None = None) -> bool:
+        """`channel`: a worker's; its supervisor started the new process (fastgw.supervisor)
+        and holds the other end. Without one, this process starts it."""
         if self.running or self.done:
             log.event(log.WARNING, "upgrade_ignored", reason="an upgrade is already under way")
+            if channel is not None:
+                channel.close()
             return False
         self.running = True
         try:
-            return await self._run()
+            return await self._run(channel)
         finally:
             self.running = False
 
-    async def _run(self) -> bool:
-        log.event(log.INFO, "upgrade_started", command=successor_command())
-        ours, theirs = handover.channel_pair()
+    async def _run(self, given: socket.socket | None) -> bool:
+        if given is not None:
+            log.event(log.INFO, "upgrade_started", by="supervisor")
+            ours = given
+        else:
+            log.event(log.INFO, "upgrade_started", command=successor_command())
+            ours, theirs = handover.channel_pair()
+            try:
+                self.proc = subprocess.Popen(
+                    successor_command(), pass_fds=(theirs.fileno(),),
+                    env=dict(os.environ, **{ENV_FD: str(theirs.fileno())}))
+            except OSError as exc:
+                ours.close()
+                return self._failed(f"cannot start the new process: {exc}")
+            finally:
+                theirs.close()
         self.channel = ours
-        try:
-            self.proc = subprocess.Popen(successor_command(), pass_fds=(theirs.fileno(),),
-                                         env=dict(os.environ, **{ENV_FD: str(theirs.fileno())}))
-        except OSError as exc:
-            ours.close()
-            return self._failed(f"cannot start the new process: {exc}")
-        finally:
-            theirs.close()
         try:
             successor = await asyncio.wait_for(self._hand_listeners(), START_TIMEOUT)
         except (HandoverError, asyncio.TimeoutError) as exc:
-            return self._failed(self._why(exc))
+            timed_out = isinstance(exc, asyncio.TimeoutError)
+            if self.proc is not None:
+                return self._failed(failure_reason(self.proc, timed_out, str(exc)))
+            # The supervisor started it and says why it failed (its exit status).
+            return self._failed("the new process did not become ready in time" if timed_out
+                                else str(exc))
         gateway = self.gateway
         log.event(log.INFO, "upgrade_listeners_handed_over", successor=successor,
                   listeners=[f"{b}:{p}" for b, p in gateway.acceptors])
@@ -143,7 +183,8 @@ class Predecessor:
         log.event(log.INFO, "upgrade_done", successor=successor, sessions_moved=moved,
                   sessions_kept=kept, drain_timeout=gateway.config.gateway.upgrade_drain_timeout)
         write_status("done", successor)
-        notify_main_pid(successor)
+        if given is None:  # a worker's successor is not the service's main process
+            notify_main_pid(successor)
         return True
 
     async def _hand_listeners(self) -> int:
@@ -167,7 +208,7 @@ class Predecessor:
         departures = [Departure(s) for s in sessions if handover.movable(s)]
         for departure in departures:
             departure.pause()
-        deadline = time.monotonic() + MOVE_BOUND
+        deadline = time.monotonic() + min(MOVE_BOUND, gateway.config.gateway.upgrade_drain_timeout)
         waiting = departures
         ready: list[Departure] = []
         while waiting:
@@ -205,27 +246,45 @@ class Predecessor:
                       unanswered=sent - answered)
         return moved, len(sessions) - moved
 
-    def _why(self, exc: BaseException) -> str:
-        proc = self.proc
-        if proc is not None:
-            try:
-                status = proc.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                proc.kill()  # it never said ready: it is not serving
-                proc.wait()
-                return "the new process did not become ready in time" \
-                    if isinstance(exc, asyncio.TimeoutError) else f"{exc}; it was stopped"
-            if status == 2:
-                return "the new process refused the configuration (exit status 2)"
-            return f"the new process exited with status {status}"
-        return str(exc)
-
     def _failed(self, reason: str) -> bool:
         if self.channel is not None:
             self.channel.close()
         log.event(log.ERROR, "upgrade_failed", reason=reason, serving="this process, unchanged")
         write_status("failed", reason=reason)
         return False
+
+
+# -- a worker: its supervisor starts the upgrade ---------------------------------------------
+
+
+def supervisor_channel() -> socket.socket | None:
+    """A worker's channel from its supervisor (fastgw.supervisor), if it was started by one."""
+    fd = os.environ.pop(CONTROL_FD, None)
+    if not fd:
+        return None
+    channel = socket.socket(fileno=int(fd))
+    channel.setblocking(False)
+    channel.set_inheritable(False)
+    return channel
+
+
+async def follow(channel: socket.socket, start: Callable[[socket.socket], object]) -> None:
+    """A worker's end of its supervisor's channel: each {"type": "upgrade"} comes with our end
+    of a channel to the new worker the supervisor started in our place, for `start`."""
+    try:
+        while True:
+            message, fds = await handover.receive(channel)
+            if message.get("type") == "upgrade" and len(fds) == 1:
+                ours = socket.socket(fileno=fds[0])
+                ours.setblocking(False)
+                start(ours)
+            else:
+                handover._close_all(fds)
+                log.event(log.WARNING, "supervisor_message_ignored", type=message.get("type"))
+    except HandoverError:
+        pass  # this worker was replaced, or the supervisor is gone (cli._exit_with_parent)
+    finally:
+        channel.close()
 
 
 # -- the new process -------------------------------------------------------------------------

@@ -274,6 +274,7 @@ class RawBackend:
 
     def stop(self) -> None:
         async def close():
+            self.stopping.set()
             self.server.close()
             for task in list(self.tasks):
                 task.cancel()
@@ -418,6 +419,7 @@ class WsBackend:
         self.sessions = 0
         self.slow_delay = slow_delay
         self.received: list[bytes | str] = []
+        self.stopping = asyncio.Event()
         self.server = self.lt.call(self._start())
 
     async def _start(self):
@@ -451,7 +453,9 @@ class WsBackend:
                 await ws.send(ws.request_headers_json)
             if path == "/silent":
                 ws.transport.pause_reading()
-                await asyncio.sleep(60)
+                # It sees nothing (not even the connection's end): it waits for stop().
+                await asyncio.wait_for(self.stopping.wait(), 60)
+                ws.transport.resume_reading()  # to see the end now rather than wait for it
                 return
             if path == "/slow":
                 async for msg in ws:
@@ -477,6 +481,7 @@ class WsBackend:
 
     def stop(self) -> None:
         async def close():
+            self.stopping.set()
             self.server.close()
             await asyncio.wait_for(self.server.wait_closed(), 5)
         with contextlib.suppress(Exception):

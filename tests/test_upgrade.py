@@ -1,6 +1,7 @@
 """Live upgrade through real `fastgw serve` processes: SIGUSR2 (`fastgw upgrade --pid`) hands the
-listeners and the plain WebSocket sessions to a new process; nothing is refused, lost, duplicated
-or reordered, and no Close frame is seen."""
+listeners and the plain WebSocket sessions to a new process (to a new worker each, under a
+supervisor); nothing is refused, lost, duplicated or reordered, and no Close frame is seen. What
+cannot move (TLS, a peer that does not read) stays and gets 1001 at upgrade_drain_timeout."""
 
 from __future__ import annotations
 
@@ -187,4 +188,206 @@ def test_a_broken_successor_leaves_the_predecessor_serving(tmp_path, ws_backend)
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+        proc.stderr.close()
+
+
+def upgrade_log(proc) -> tuple[dict, dict]:
+    """The predecessor's upgrade_done record and the session-end records by client port."""
+    records = [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]
+    done = next(r for r in records if r.get("event") == "upgrade_done")
+    ends = {r["clientPort"]: r for r in records if r.get("type") == "session-end"}
+    return done, ends
+
+
+def test_a_tls_session_stays_and_gets_1001_at_the_drain_timeout(tmp_path, ws_backend):
+    import ssl
+
+    import trustme
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "gw.pem"))
+    port = free_port()
+    config = tmp_path / "gw.toml"
+    config.write_text(f"""
+[gateway]
+access_log = "-"
+upgrade_drain_timeout = 1.5
+close_timeout = 1
+
+[[listeners]]
+name = "web"
+port = {port}
+bind = "127.0.0.1"
+protocol = "https"
+certificate = "{tmp_path / 'gw.pem'}"
+private_key = "{tmp_path / 'gw.pem'}"
+
+[[backend_pools]]
+name = "pool"
+servers = ["127.0.0.1:{ws_backend.port}"]
+
+[[backend_settings]]
+name = "settings"
+port = 80
+
+[[rules]]
+name = "rule"
+listener = "web"
+backend_pool = "pool"
+backend_settings = "settings"
+""")
+    proc = start_cli("serve", str(config), "--log-format", "json")
+    pids = [proc.pid]
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    try:
+        wait_port(port, proc=proc)
+
+        async def main():
+            async with connect(f"wss://127.0.0.1:{port}/echo", ssl=ctx, ping_interval=None) as ws:
+                client_port = ws.local_address[1]
+                await ws.send("before")
+                assert await ws.recv() == "before"
+                pids.append(await asyncio.to_thread(upgrade, proc.pid))
+                # Still relayed by the predecessor (its TLS state cannot move) ...
+                await ws.send("after")
+                assert await ws.recv() == "after"
+                # ... until upgrade_drain_timeout: then 1001 (RFC 6455 7.4.1 "going away").
+                with pytest.raises(ConnectionClosed) as closed:
+                    await ws.recv()
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+            # The successor serves TLS on the listener it was handed.
+            async with connect(f"wss://127.0.0.1:{port}/echo", ssl=ctx, ping_interval=None) as ws:
+                await ws.send("new")
+                assert await ws.recv() == "new"
+            return client_port
+
+        client_port = asyncio.run(main())
+        assert wait_gone(proc.pid)
+        done, ends = upgrade_log(proc)
+        assert (done["sessions_moved"], done["sessions_kept"]) == (0, 1)
+        assert (ends[client_port]["closeCode"], ends[client_port]["upgrades"]) == (1001, 0)
+    except BaseException:
+        print(proc.stderr.read())
+        raise
+    finally:
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+        proc.stderr.close()
+
+
+def test_a_session_whose_peer_does_not_read_stays_and_gets_1001(tmp_path, ws_backend):
+    """The backend reads nothing (/silent): the gateway's write buffer towards it never drains,
+    so the session cannot move; it stays with the predecessor, which sends the client a Close
+    1001 at upgrade_drain_timeout and exits."""
+    import select
+    import struct
+
+    from support import read_close, ws_raw_handshake
+
+    proc, port, _ = start_gateway(tmp_path, ws_backend, 'access_log = "-"\n'
+                                  "upgrade_drain_timeout = 1\nclose_timeout = 0.5")
+    pids = [proc.pid]
+    try:
+        sock, head, leftover = ws_raw_handshake(port, "/silent")
+        assert b" 101 " in head
+        client_port = sock.getsockname()[1]
+        # 64 KiB binary frames, masked with a zero key (RFC 6455 5.3: the payload as is), until
+        # nothing more is taken for a while: every buffer on the way to the backend is full,
+        # the gateway's own write buffer included (it stops reading the client only then).
+        frame = struct.pack("!BBQ", 0x82, 0x80 | 127, BIG) + b"\0\0\0\0" + b"x" * BIG
+        sock.setblocking(False)
+        pending = memoryview(frame)
+        writable = select.poll()  # not select(): the suite's descriptors may be above 1023
+        writable.register(sock, select.POLLOUT)
+        while writable.poll(1000):
+            try:
+                pending = pending[sock.send(pending):] or memoryview(frame)
+            except BlockingIOError:
+                pass
+        pids.append(upgrade(proc.pid))
+        sock.setblocking(True)
+        code, _, frames = read_close(sock, leftover)
+        assert (code, frames) == (1001, [])
+        sock.close()
+        assert wait_gone(proc.pid)
+        done, ends = upgrade_log(proc)
+        assert (done["sessions_moved"], done["sessions_kept"]) == (0, 1)
+        assert (ends[client_port]["closeCode"], ends[client_port]["upgrades"]) == (1001, 0)
+    except BaseException:
+        print(proc.stderr.read())
+        raise
+    finally:
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+        proc.stderr.close()
+
+
+def upgrade_workers(pid: int) -> tuple[list[int], list[int]]:
+    """`fastgw upgrade` of a supervisor: (new worker PIDs, old worker PIDs)."""
+    done = run_cli("upgrade", "--pid", str(pid), "--timeout", "60", timeout=90)
+    assert done.returncode == 0, done.stderr
+    found = re.match(r"upgraded: processes ([\d, ]+) took over from ([\d, ]+) \(workers of",
+                     done.stdout)
+    assert found, done.stdout
+    return [int(p) for p in found.group(1).split(", ")], [int(p) for p in found.group(2).split(", ")]
+
+
+def test_two_workers_sessions_survive_two_upgrades(tmp_path, ws_backend):
+    """SIGUSR2 to the supervisor: each worker hands its listeners and sessions to a new worker
+    the supervisor starts in its place."""
+    proc, port, _ = start_gateway(tmp_path, ws_backend, 'access_log = "-"\nworkers = 2')
+    generations: list[list[int]] = []
+    try:
+        async def main():
+            stop = asyncio.Event()
+            progress = [0] * SESSIONS
+            ports = [0] * SESSIONS
+            counts: list = []
+            tasks = [asyncio.create_task(stream(port, stop, progress, i, ports))
+                     for i in range(SESSIONS)]
+            connector = asyncio.create_task(connect_loop(port, stop, counts))
+            await advanced(progress)
+            for _ in range(2):
+                new, old = await asyncio.to_thread(upgrade_workers, proc.pid)
+                if generations:
+                    assert old == generations[-1][0]
+                generations.append([new, old])
+                await advanced(progress)
+            stop.set()
+            await asyncio.gather(*tasks, connector)
+            return ports, counts
+
+        try:
+            ports, counts = asyncio.run(main())
+        except BaseException:
+            print(proc.stderr.read())
+            raise
+        assert counts  # new sessions throughout, none refused (connect_loop would raise)
+        (first, original), (second, _) = generations
+        assert len({*original, *first, *second}) == 6
+        assert all(wait_gone(pid) for pid in [*original, *first])
+        assert all(alive(pid) for pid in second) and proc.poll() is None
+        # The supervisor's graceful stop: every record still on its way is written.
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        log = proc.stderr.read()
+        ends = {e["clientPort"]: e for e in map(json.loads, log.splitlines())
+                if e.get("type") == "session-end"}
+        assert [(ends[p]["upgrades"], ends[p]["closedBy"]) for p in ports] == \
+            [(2, "client")] * SESSIONS
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=30)
+        for pid in [p for generation in generations for pids in generation for p in pids]:
+            if alive(pid):
+                os.kill(pid, signal.SIGTERM)
         proc.stderr.close()

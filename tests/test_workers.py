@@ -86,6 +86,8 @@ backend_settings = "s"
         victim = sorted(workers)[0]
         os.kill(victim, signal.SIGKILL)
         assert wait_for(lambda: len(children(proc.pid)) == 2 and victim not in children(proc.pid))
+        # Its replacement has read the configuration (before it changes below) and serves.
+        assert wait_for(lambda: proc.stderr.read().count('"event":"started"') == 3)
         for _ in range(10):
             assert get(f"http://127.0.0.1:{port}/x")[0] == 200
         # SIGHUP goes to every worker: both serve a new backend pool afterwards.
@@ -98,12 +100,15 @@ backend_settings = "s"
                 return all(json.loads(get(f"http://127.0.0.1:{port}/y")[1])["server"] == "second"
                            for _ in range(10))
             assert wait_for(all_second)
-            # A live upgrade is refused (not yet for workers): the supervisor and its workers
-            # serve on.
+            # A live upgrade to a configuration the new worker refuses changes nothing: the
+            # supervisor and its workers serve on (test_upgrade has the upgrades that work).
+            workers = children(proc.pid)
+            cfg.write_text(cfg.read_text() + "\nnonsense = 1\n")
             done = run_cli("upgrade", "--pid", str(proc.pid), timeout=60)
             assert done.returncode == 1
-            assert "a live upgrade needs workers = 1" in done.stderr
-            assert proc.poll() is None and wait_for(lambda: len(children(proc.pid)) == 2)
+            assert "worker 0: the new process refused the configuration (exit status 2)" \
+                in done.stderr
+            assert proc.poll() is None and wait_for(lambda: children(proc.pid) == workers)
             assert wait_for(all_second)
         finally:
             second.stop()
