@@ -97,7 +97,7 @@ class Accepted:
         self.family = family
         self.type = socket.SOCK_STREAM
         self.acceptor = acceptor
-        self.client = client  # Acceptor.connect's
+        self.client = client  # the client's (ip, port): Acceptor.connect's, or accept()'s
         self.protocol: Any = None
         self.taken = False  # uvloop has the descriptor: libuv closes it
 
@@ -116,7 +116,8 @@ class Accepted:
         client = self.client
         if client is not None:
             protocol.peer_ip, protocol.peer_port = client
-            protocol.gate = acceptor.gate  # told when the connection ends (per-client counts)
+            # With a gate: told when the connection ends (per-client counts).
+            protocol.gate = acceptor.gate
         return protocol
 
     def coro_done(self, result: Any) -> None:
@@ -128,7 +129,7 @@ class Accepted:
         if self.protocol is not None:
             self.acceptor.failed(self.protocol)
             self.protocol = None
-        elif self.client is not None:
+        elif self.client is not None and self.acceptor.gate is not None:
             self.acceptor.gate.closed(self.client[0])
             self.client = None
 
@@ -219,7 +220,9 @@ class Acceptor:
             if self.gate is not None:
                 self.gate.accepted(_socket.socket(self.family, socket.SOCK_STREAM, 0, fd), address)
             elif self.stand_in:
-                self.connect(Accepted(fd, self.family, self, None), None)
+                # The peer's address as accept() returned it: the protocol need not ask the
+                # transport (a getpeername() and uvloop's extra-info lookup saved).
+                self.connect(Accepted(fd, self.family, self, address[:2]), None)
             else:
                 self.connect(socket.socket(self.family, socket.SOCK_STREAM, 0, fd), None)
         if batch < MAX_BATCH:
