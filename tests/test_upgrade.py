@@ -84,6 +84,17 @@ async def connect_loop(port: int, stop: asyncio.Event, counts: list) -> None:
         await asyncio.sleep(0.005)
 
 
+async def health_loop(admin: int, stop: asyncio.Event, statuses: list) -> None:
+    """GET /healthz on the admin listener every few milliseconds, throughout: it moves with the
+    other listeners and is answered all along (200: serving)."""
+    while not stop.is_set():
+        reader, writer = await asyncio.open_connection("127.0.0.1", admin)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        statuses.append((await reader.readline())[9:12])
+        writer.close()
+        await asyncio.sleep(0.005)
+
+
 async def advanced(progress: list) -> None:
     """Until every stream has had another echo: the sessions are open and relaying (before an
     upgrade), and relay again in the new process (after one)."""
@@ -128,20 +139,23 @@ def test_sessions_survive_two_upgrades(tmp_path, ws_backend):
             tasks = [asyncio.create_task(stream(port, stop, progress, i, ports))
                      for i in range(SESSIONS)]
             connector = asyncio.create_task(connect_loop(port, stop, counts))
+            health = asyncio.create_task(health_loop(admin, stop, statuses))
             await advanced(progress)
             for _ in range(2):
                 pids.append(await asyncio.to_thread(upgrade, pids[-1]))
                 await advanced(progress)
             stop.set()
-            await asyncio.gather(*tasks, connector)
+            await asyncio.gather(*tasks, connector, health)
             return ports, counts
 
+        statuses: list = []
         try:
             ports, counts = asyncio.run(main())
         except BaseException:
             print(proc.stderr.read())
             raise
         assert counts  # new sessions throughout, none refused (connect_loop would raise)
+        assert statuses and set(statuses) == {b"200"}
         assert len(set(pids)) == 3
         assert wait_gone(pids[0]) and wait_gone(pids[1])
         assert alive(pids[2])
