@@ -18,6 +18,7 @@ cdef class RequestHead:
     cdef public double t0
     cdef public Py_ssize_t size
 
+    cpdef header(self, bytes name)
     cpdef bint upgrade_requested(self)
     cpdef bint leaves_http(self)
 
@@ -30,6 +31,8 @@ cdef class ResponseHead:
     cdef public object content_length
     cdef public bint chunked, keep_alive
     cdef public frozenset connection_tokens
+
+    cpdef header(self, bytes name)
 
 @cython.locals(lnames=list, fields=dict, name=bytes, value=bytes, lname=bytes, values=list,
                lower=dict)
