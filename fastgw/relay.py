@@ -93,11 +93,14 @@ class WebSocketSession:
         # shrunk (0.0: it is not stalled), and its size then.
         self.stalled_since = [0.0, 0.0]
         self.stalled_size = [0, 0]
-        limits = {"max_frame_size": settings.max_frame_size,
-                  "max_message_size": settings.max_message_size, "allow_rsv1": deflate}
+        max_frame, max_message = settings.max_frame_size, settings.max_message_size
         # pumps[CLIENT] reads the client and writes to the backend; pumps[BACKEND] the reverse.
-        self.pumps = (Pump(FrameScanner(masked=True, **limits), self, side="client"),
-                      Pump(FrameScanner(masked=False, **limits), self, side="backend"))
+        # The keywords spelled out, not a **dict: each ** call merged a new dict.
+        self.pumps = (
+            Pump(FrameScanner(masked=True, allow_rsv1=deflate, max_frame_size=max_frame,
+                              max_message_size=max_message), self, side="client"),
+            Pump(FrameScanner(masked=False, allow_rsv1=deflate, max_frame_size=max_frame,
+                              max_message_size=max_message), self, side="backend"))
         self.transports = (client.transport, upstream.transport)
         self.state = OPEN
         self.sent_close = [False, False]  # a Close went into this leg
