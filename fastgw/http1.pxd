@@ -38,7 +38,7 @@ cdef class ResponseHead:
                lower=dict)
 cpdef tuple _index(list headers, frozenset wanted)
 
-@cython.locals(tokens=frozenset, value=bytes)
+@cython.locals(tokens=frozenset, value=bytes, cache=dict)
 cpdef frozenset _tokens(object values)
 
 @cython.locals(tokens=set, value=bytes, token=bytes)

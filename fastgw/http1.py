@@ -170,11 +170,12 @@ def _tokens(values: list[bytes] | None) -> frozenset:
         return _NO_TOKENS
     if len(values) == 1:
         value = values[0]
-        tokens = _VALUE_TOKENS.get(value)
+        cache = _VALUE_TOKENS  # a local typed dict (http1.pxd): get() is then a C call
+        tokens = cache.get(value)
         if tokens is None:
             tokens = _split_tokens(values)
-            if len(_VALUE_TOKENS) < _LOWER_MAX:
-                _VALUE_TOKENS[value] = tokens
+            if len(cache) < _LOWER_MAX:
+                cache[value] = tokens
         return tokens
     return _split_tokens(values)
 
