@@ -22,7 +22,7 @@ Session states (SessionState), and the transitions this module makes:
 from __future__ import annotations
 
 import enum
-import time
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from fastgw import log
@@ -109,7 +109,7 @@ class WebSocketSession:
         self.close_code: int | None = None
         self.close_reason = ""
         self.closed_by: str | None = None  # "client", "backend" or "gateway"
-        self.started = time.monotonic()
+        self.started = monotonic()
         self.duration = 0.0
         self.ended = False
         self.upgrades = 0  # live upgrades this session went through (fastgw.handover)
@@ -290,7 +290,7 @@ class WebSocketSession:
         if self.state == OPEN:
             # Reads do not move the deadline (that would cost a call per read); it is checked
             # against the pumps' last read times when it comes.
-            now = time.monotonic()
+            now = monotonic()
             idle = now - max(self.pumps[CLIENT].last_read, self.pumps[BACKEND].last_read)
             if idle >= self.idle_timeout:
                 log.event(log.INFO, "websocket_idle_timeout", timeout=self.idle_timeout,
@@ -387,7 +387,7 @@ class WebSocketSession:
         self.state = CLOSED
         self.client.deadline_at = NEVER
         self.endpoint.active -= 1
-        self.duration = time.monotonic() - self.started
+        self.duration = monotonic() - self.started
         # The one structured line per session is the access log's "session-end" record
         # (Recorder.session_ended); the event log repeats it at debug level only.
         if log.enabled(log.DEBUG):
