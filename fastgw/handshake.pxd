@@ -2,7 +2,7 @@
 # functions, which dispatch.py and wsproxy.py cimport (a C call each, not a module attribute
 # lookup and a Python call per handshake).
 
-from fastgw.http1 cimport RequestHead, ResponseHead, _tokens
+from fastgw.http1 cimport RequestHead, ResponseHead, _tokens, dropped
 
 cdef class Offer:
     cdef public bytes key

@@ -13,9 +13,9 @@ import binascii
 import hashlib
 
 from fastgw import http1
-from fastgw.http1 import _tokens
 from fastgw.config import parse_origin
 from fastgw.errors import HandshakeError, UpstreamError
+from fastgw.http1 import _tokens, dropped
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 _BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -187,7 +187,7 @@ _NOT_IN_101 = http1.HOP_BY_HOP | {b"content-length"}
 
 def client_101(head: http1.ResponseHead, extra: tuple = ()) -> bytes:
     """The 101 sent to the client: the backend's, minus hop-by-hop headers, re-stated exactly."""
-    drop = _NOT_IN_101 | head.connection_tokens
+    drop = dropped(_NOT_IN_101, head.connection_tokens)
     out = [b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"]
     for (name, value), lname in zip(head.headers, head.lnames):
         if lname not in drop:

@@ -50,6 +50,9 @@ cpdef tuple request_framing(object content_lengths, object transfer_encodings, s
 @cython.locals(fields=dict, hosts=list, url=bytes, tokens=frozenset, connection=list)
 cpdef analyse_request(RequestHead head)
 
+@cython.locals(drops=dict, key=tuple, drop=frozenset)
+cpdef frozenset dropped(frozenset fixed, frozenset tokens)
+
 @cython.locals(drop=frozenset, out=list, name=bytes, value=bytes, lname=bytes, xff=list, ip=bytes,
                i=Py_ssize_t, n=Py_ssize_t, headers=list, lnames=list, pair=tuple)
 cpdef bytes forward_request_head(RequestHead head, bytes host, str client_ip, bytes proto,
