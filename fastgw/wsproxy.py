@@ -21,6 +21,7 @@ from fastgw.errors import UpstreamError
 from fastgw.handshake import check_response, client_101
 from fastgw.heads import scan_response
 from fastgw.http1 import ResponseHead, analyse_response, response_version
+from fastgw.log import DEBUG, enabled  # two module lookups fewer per handshake
 from fastgw.proxy import DONE, HttpExchange, parser_failure
 from fastgw.relay import WebSocketSession
 
@@ -144,7 +145,7 @@ class WebSocketExchange(HttpExchange):
         request.fields = {}
         self.rewrite = None  # it holds the original header lists
         self.switching = None
-        if log.enabled(log.DEBUG):
+        if enabled(DEBUG):
             log.event(log.DEBUG, "websocket_open", rule=self.route.rule.name,
                       server=conn.endpoint.name, protocol=agreement.protocol,
                       extensions=list(agreement.extensions))
