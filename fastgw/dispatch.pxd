@@ -3,6 +3,7 @@
 cimport cython
 from fastgw.backends cimport Backend, SessionCount
 from fastgw.contracts cimport ClientSide, ConnectionHost, Exchange, ExchangeServices, Recorder
+from fastgw.handshake cimport validate_request
 from fastgw.http1 cimport RequestHead
 from fastgw.rewrite cimport Request, RequestPlan, RuleSet, rewrite_request
 

@@ -30,6 +30,7 @@ from fastgw.backends import Backend
 from fastgw.config import Config
 from fastgw.contracts import ClientSide, ConnectionHost, Exchange, ExchangeServices, Recorder
 from fastgw.errors import HandshakeError
+from fastgw.handshake import validate_request
 from fastgw.http1 import RequestHead
 from fastgw.local import LocalAnswer, redirect_location
 from fastgw.proxy import HttpExchange
@@ -102,7 +103,7 @@ class Dispatcher(ConnectionHost):
     def _handshake(self, client: ClientSide, head: RequestHead) -> Exchange:
         """An upgrade request: validated before anything else, then routed like any request."""
         try:
-            offer = handshake.validate_request(head)
+            offer = validate_request(head)
         except HandshakeError as exc:
             return self._refuse(client, head, None, exc)
         route = self.router.match(client.socket_key, head.host, head.path())

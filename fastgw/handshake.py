@@ -15,6 +15,7 @@ import hashlib
 from fastgw import http1
 from fastgw.config import parse_origin
 from fastgw.errors import HandshakeError, UpstreamError
+from fastgw.http1 import _tokens, dropped
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 _BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -59,7 +60,7 @@ def validate_request(head: http1.RequestHead) -> Offer:
     if head.has_body:
         raise HandshakeError(400, "WebSocket upgrade request must not have a body")
     fields = head.fields
-    if b"websocket" not in http1._tokens(fields.get(b"upgrade")):
+    if b"websocket" not in _tokens(fields.get(b"upgrade")):
         raise HandshakeError(400, "Upgrade header must name websocket")
     if b"upgrade" not in head.connection_tokens:
         raise HandshakeError(400, "Connection header must contain 'upgrade'")
@@ -74,13 +75,20 @@ def validate_request(head: http1.RequestHead) -> Offer:
         # Section 4.4: answer with the versions we speak.
         raise HandshakeError(426, "unsupported Sec-WebSocket-Version (13 is supported)",
                              headers=(("Sec-WebSocket-Version", "13"),))
-    offered = fields.get(b"sec-websocket-protocol")
-    protocols = tuple(p.strip() for v in offered for p in v.split(b",") if p.strip()) \
-        if offered else ()
-    offered = fields.get(b"sec-websocket-extensions")
-    extensions = tuple(e.split(b";")[0].strip().lower() for v in offered
-                       for e in v.split(b",") if e.strip()) if offered else ()
-    return Offer(key, protocols, extensions)
+    # Loops, not generator expressions: the compiled build makes this a C function (cpdef),
+    # which cannot hold a closure.
+    protocols = []
+    for value in fields.get(b"sec-websocket-protocol") or ():
+        for item in value.split(b","):
+            item = item.strip()
+            if item:
+                protocols.append(item)
+    extensions = []
+    for value in fields.get(b"sec-websocket-extensions") or ():
+        for item in value.split(b","):
+            if item.strip():
+                extensions.append(item.split(b";")[0].strip().lower())
+    return Offer(key, tuple(protocols), tuple(extensions))
 
 
 def check_origin(head: http1.RequestHead, allowed: tuple) -> None:
@@ -148,7 +156,7 @@ class Agreement:
 
 def check_response(offer: Offer, head: http1.ResponseHead) -> Agreement:
     """Check a backend's 101 (section 4.1, the client's checks); raise UpstreamError(502)."""
-    if b"websocket" not in http1._tokens(head.fields.get(b"upgrade")):
+    if b"websocket" not in _tokens(head.fields.get(b"upgrade")):
         raise UpstreamError(502, "backend 101 lacks 'Upgrade: websocket'")
     if b"upgrade" not in head.connection_tokens:
         raise UpstreamError(502, "backend 101 lacks 'Connection: Upgrade'")
@@ -179,7 +187,7 @@ _NOT_IN_101 = http1.HOP_BY_HOP | {b"content-length"}
 
 def client_101(head: http1.ResponseHead, extra: tuple = ()) -> bytes:
     """The 101 sent to the client: the backend's, minus hop-by-hop headers, re-stated exactly."""
-    drop = _NOT_IN_101 | head.connection_tokens
+    drop = dropped(_NOT_IN_101, head.connection_tokens)
     out = [b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"]
     for (name, value), lname in zip(head.headers, head.lnames):
         if lname not in drop:

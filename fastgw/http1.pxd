@@ -18,6 +18,7 @@ cdef class RequestHead:
     cdef public double t0
     cdef public Py_ssize_t size
 
+    cpdef header(self, bytes name)
     cpdef bint upgrade_requested(self)
     cpdef bint leaves_http(self)
 
@@ -31,11 +32,13 @@ cdef class ResponseHead:
     cdef public bint chunked, keep_alive
     cdef public frozenset connection_tokens
 
+    cpdef header(self, bytes name)
+
 @cython.locals(lnames=list, fields=dict, name=bytes, value=bytes, lname=bytes, values=list,
                lower=dict)
 cpdef tuple _index(list headers, frozenset wanted)
 
-@cython.locals(tokens=frozenset, value=bytes)
+@cython.locals(tokens=frozenset, value=bytes, cache=dict)
 cpdef frozenset _tokens(object values)
 
 @cython.locals(tokens=set, value=bytes, token=bytes)
@@ -46,6 +49,9 @@ cpdef tuple request_framing(object content_lengths, object transfer_encodings, s
 
 @cython.locals(fields=dict, hosts=list, url=bytes, tokens=frozenset, connection=list)
 cpdef analyse_request(RequestHead head)
+
+@cython.locals(drops=dict, key=tuple, drop=frozenset)
+cpdef frozenset dropped(frozenset fixed, frozenset tokens)
 
 @cython.locals(drop=frozenset, out=list, name=bytes, value=bytes, lname=bytes, xff=list, ip=bytes,
                i=Py_ssize_t, n=Py_ssize_t, headers=list, lnames=list, pair=tuple)

@@ -47,7 +47,6 @@ def status_class_index(status: int) -> int:
 # Status lines, made once: "HTTP/1.1 200 OK\r\n".
 _STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, phrase.encode())
                  for status, phrase in REASONS.items()}
-_CONTENT_LENGTH = frozenset({b"content-length"})
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
@@ -67,6 +66,8 @@ _RESPONSE_FIELDS = frozenset({
 # What forward_request_head never copies from the client: hop-by-hop headers, Host (set), the
 # forwarding headers (set; X-Forwarded-For is appended to).
 _NOT_FORWARDED = HOP_BY_HOP | _FORWARDING | {b"host", b"x-forwarded-for"}
+# What client_response_head drops when the gateway chunks the body: its Content-Length too.
+_NOT_CHUNKED = HOP_BY_HOP | {b"content-length"}
 
 
 class RequestHead:
@@ -170,11 +171,12 @@ def _tokens(values: list[bytes] | None) -> frozenset:
         return _NO_TOKENS
     if len(values) == 1:
         value = values[0]
-        tokens = _VALUE_TOKENS.get(value)
+        cache = _VALUE_TOKENS  # a local typed dict (http1.pxd): get() is then a C call
+        tokens = cache.get(value)
         if tokens is None:
             tokens = _split_tokens(values)
-            if len(_VALUE_TOKENS) < _LOWER_MAX:
-                _VALUE_TOKENS[value] = tokens
+            if len(cache) < _LOWER_MAX:
+                cache[value] = tokens
         return tokens
     return _split_tokens(values)
 
@@ -263,6 +265,26 @@ def analyse_request(head: RequestHead) -> None:
         head.keep_alive = b"close" not in tokens
 
 
+# The names a forwarded head leaves out, by (fixed names, Connection tokens): the same few token
+# sets (shared through _tokens' cache) come with most heads, and a dict lookup costs a fraction of
+# building their union for each head. Bounded as _LOWER is.
+_DROPS: dict[tuple[frozenset, frozenset], frozenset] = {}
+
+
+def dropped(fixed: frozenset, tokens: frozenset) -> frozenset:
+    """`fixed` and the names the Connection header lists (RFC 9110 section 7.6.1)."""
+    if not tokens:
+        return fixed
+    drops = _DROPS
+    key = (fixed, tokens)
+    drop = drops.get(key)
+    if drop is None:
+        drop = fixed | tokens
+        if len(drops) < _LOWER_MAX:
+            drops[key] = drop
+    return drop
+
+
 def forward_request_head(head: RequestHead, host: bytes, client_ip: str, proto: bytes,
                          port: bytes, upgrade: bool = False, extra: tuple = ()) -> bytes:
     """The request head sent to a backend, always HTTP/1.1 (RFC 9110 section 7.6).
@@ -271,7 +293,7 @@ def forward_request_head(head: RequestHead, host: bytes, client_ip: str, proto: 
     X-Forwarded-For gets the client appended, X-Forwarded-Proto/-Port and X-Original-Host are set.
     The body is re-framed by the caller: Content-Length is kept, chunked stays chunked.
     """
-    drop = _NOT_FORWARDED | head.connection_tokens if head.connection_tokens else _NOT_FORWARDED
+    drop = dropped(_NOT_FORWARDED, head.connection_tokens)
     out = [head.method, b" ", head.url, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
     headers = head.headers
     lnames = head.lnames
@@ -380,9 +402,7 @@ def client_response_head(head: ResponseHead, framing: bytes, keep_alive: bool,
     `framing` is what the gateway decided: b"length" (keep Content-Length), b"chunked" (we
     chunk), b"close" (body ends at connection close) or b"none" (no body: HEAD, 204, 304, 1xx).
     """
-    drop = HOP_BY_HOP | head.connection_tokens if head.connection_tokens else HOP_BY_HOP
-    if framing == b"chunked":
-        drop = drop | _CONTENT_LENGTH
+    drop = dropped(_NOT_CHUNKED if framing == b"chunked" else HOP_BY_HOP, head.connection_tokens)
     status_line = None if head.reason else _STATUS_LINES.get(head.status)
     if status_line is None:
         status_line = b"HTTP/1.1 %d %s\r\n" % (head.status, head.reason or b"Unknown")

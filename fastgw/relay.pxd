@@ -1,4 +1,7 @@
-# Pure-Python-mode declarations for Cython (fastgw/native.py).
+# Pure-Python-mode declarations for Cython (fastgw/native.py). A leg typed int indexes the
+# per-leg lists without a Python integer.
+
+cimport cython
 
 from fastgw.backends cimport Endpoint
 from fastgw.contracts cimport ClientSide, Recorder
@@ -22,12 +25,15 @@ cdef class WebSocketSession:
     cdef public Py_ssize_t ping_count, upgrades
 
     cpdef start(self, bytes early_client, bytes early_backend)
+    @cython.locals(leg=int)
     cpdef on_connection_lost(self, object pump, object exc)
     cpdef end(self, object ending)
     cpdef _end_with(self, object ending, int side, int code=*, str reason=*)
+    @cython.locals(leg=int)
     cpdef _apply(self, tuple actions, int side)
     cpdef _gateway_close(self, int leg, int code, str reason)
     cpdef _enter_closing(self)
+    @cython.locals(leg=int)
     cpdef _reap(self)
     cpdef _close_leg(self, int leg, bint abort=*)
     cpdef on_deadline(self)

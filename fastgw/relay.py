@@ -22,7 +22,7 @@ Session states (SessionState), and the transitions this module makes:
 from __future__ import annotations
 
 import enum
-import time
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from fastgw import log
@@ -41,6 +41,7 @@ from fastgw.frames import (
     build_frame,
     parse_close,
 )
+from fastgw.log import DEBUG, enabled  # two module lookups fewer per session
 from fastgw.timeouts import NEVER
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -93,11 +94,14 @@ class WebSocketSession:
         # shrunk (0.0: it is not stalled), and its size then.
         self.stalled_since = [0.0, 0.0]
         self.stalled_size = [0, 0]
-        limits = {"max_frame_size": settings.max_frame_size,
-                  "max_message_size": settings.max_message_size, "allow_rsv1": deflate}
+        max_frame, max_message = settings.max_frame_size, settings.max_message_size
         # pumps[CLIENT] reads the client and writes to the backend; pumps[BACKEND] the reverse.
-        self.pumps = (Pump(FrameScanner(masked=True, **limits), self, side="client"),
-                      Pump(FrameScanner(masked=False, **limits), self, side="backend"))
+        # The keywords spelled out, not a **dict: each ** call merged a new dict.
+        self.pumps = (
+            Pump(FrameScanner(masked=True, allow_rsv1=deflate, max_frame_size=max_frame,
+                              max_message_size=max_message), self, side="client"),
+            Pump(FrameScanner(masked=False, allow_rsv1=deflate, max_frame_size=max_frame,
+                              max_message_size=max_message), self, side="backend"))
         self.transports = (client.transport, upstream.transport)
         self.state = OPEN
         self.sent_close = [False, False]  # a Close went into this leg
@@ -106,7 +110,7 @@ class WebSocketSession:
         self.close_code: int | None = None
         self.close_reason = ""
         self.closed_by: str | None = None  # "client", "backend" or "gateway"
-        self.started = time.monotonic()
+        self.started = monotonic()
         self.duration = 0.0
         self.ended = False
         self.upgrades = 0  # live upgrades this session went through (fastgw.handover)
@@ -287,7 +291,7 @@ class WebSocketSession:
         if self.state == OPEN:
             # Reads do not move the deadline (that would cost a call per read); it is checked
             # against the pumps' last read times when it comes.
-            now = time.monotonic()
+            now = monotonic()
             idle = now - max(self.pumps[CLIENT].last_read, self.pumps[BACKEND].last_read)
             if idle >= self.idle_timeout:
                 log.event(log.INFO, "websocket_idle_timeout", timeout=self.idle_timeout,
@@ -384,10 +388,10 @@ class WebSocketSession:
         self.state = CLOSED
         self.client.deadline_at = NEVER
         self.endpoint.active -= 1
-        self.duration = time.monotonic() - self.started
+        self.duration = monotonic() - self.started
         # The one structured line per session is the access log's "session-end" record
         # (Recorder.session_ended); the event log repeats it at debug level only.
-        if log.enabled(log.DEBUG):
+        if enabled(DEBUG):
             log.event(log.DEBUG, "websocket_session_end", **self.summary())
         self.recorder.session_ended(self)
         self.client.session_ended()

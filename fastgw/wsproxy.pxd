@@ -4,8 +4,8 @@ cimport cython
 
 from fastgw.backends cimport SessionCount
 from fastgw.contracts cimport Recorder
-from fastgw.handshake cimport Offer
-from fastgw.http1 cimport ResponseHead
+from fastgw.handshake cimport Offer, check_response, client_101
+from fastgw.http1 cimport ResponseHead, analyse_response
 from fastgw.proxy cimport HttpExchange
 from fastgw.relay cimport WebSocketSession
 

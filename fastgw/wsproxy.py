@@ -18,7 +18,10 @@ import httptools
 from fastgw import handshake, http1, log
 from fastgw.contracts import ClientSide, ExchangeServices, Recorder
 from fastgw.errors import UpstreamError
+from fastgw.handshake import check_response, client_101
 from fastgw.heads import scan_response
+from fastgw.http1 import ResponseHead, analyse_response, response_version
+from fastgw.log import DEBUG, enabled  # two module lookups fewer per handshake
 from fastgw.proxy import DONE, HttpExchange, parser_failure
 from fastgw.relay import WebSocketSession
 
@@ -92,14 +95,14 @@ class WebSocketExchange(HttpExchange):
         parser = self.parser
         if parser.get_status_code() == 101:
             headers, self.resp_headers = self.resp_headers, []
-            self._switching(headers, http1.response_version(parser))
+            self._switching(headers, response_version(parser))
             return
         HttpExchange.response_head_complete(self)
 
     def _switching(self, headers: list, version: str) -> None:
         """The backend's 101 head: kept until the end of the message (_switch)."""
-        head = http1.ResponseHead(101, b"", version, headers)
-        http1.analyse_response(head)
+        head = ResponseHead(101, b"", version, headers)
+        analyse_response(head)
         self.switching = head
 
     def _switch(self, backend_early: bytes) -> None:
@@ -110,7 +113,7 @@ class WebSocketExchange(HttpExchange):
             self.fail(UpstreamError(502, "backend upgraded without a 101"))
             return
         try:
-            agreement = handshake.check_response(self.offer, head)
+            agreement = check_response(self.offer, head)
         except UpstreamError as error:
             self.fail(error)
             return
@@ -125,7 +128,7 @@ class WebSocketExchange(HttpExchange):
             # The Sec-WebSocket-* headers the backend agreed on stay as they are: config.py
             # refuses rules that touch them.
             self.edit_response_head(head)
-        client.write(handshake.client_101(head, self.response_extra()))
+        client.write(client_101(head, self.response_extra()))
         self.status = 101
         self.state = DONE
         session = WebSocketSession(client, conn, self, agreement.deflate, self.recorder,
@@ -142,7 +145,7 @@ class WebSocketExchange(HttpExchange):
         request.fields = {}
         self.rewrite = None  # it holds the original header lists
         self.switching = None
-        if log.enabled(log.DEBUG):
+        if enabled(DEBUG):
             log.event(log.DEBUG, "websocket_open", rule=self.route.rule.name,
                       server=conn.endpoint.name, protocol=agreement.protocol,
                       extensions=list(agreement.extensions))
