@@ -19,7 +19,7 @@ cdef class GatewayRecorder(Recorder):
                    access_log=LogFile, backend=Backend, endpoint=Endpoint)
     cpdef exchange_finished(self, ClientSide client, Exchange ex, str error)
     cpdef session_started(self, object session)
-    @cython.locals(access_log=LogFile)
+    @cython.locals(access_log=LogFile, ended=WebSocketSession, stats=Stats)
     cpdef session_ended(self, object session)
 
 # exchange: a WebSocketExchange, or a resumed session's identity (fastgw.handover)

@@ -72,16 +72,18 @@ class GatewayRecorder(Recorder):
 
     def session_ended(self, session: Any) -> None:
         self.sessions.discard(session)
-        release_session(session.exchange)
+        ended: WebSocketSession = session  # typed (recorder.pxd): its fields are read directly
+        release_session(ended.exchange)
         stats = self.stats
-        stats.closes[(close_code_label(session.close_code), session.closed_by or "unknown")] += 1
-        for i, pump in enumerate(session.pumps):
-            stats.frames_closed[i] += pump.scanner.frames
-            stats.bytes_closed[i] += pump.scanner.bytes
-        stats.durations.observe(session.duration)
+        stats.closes[(close_code_label(ended.close_code), ended.closed_by or "unknown")] += 1
+        for i, pump in enumerate(ended.pumps):
+            scanner = pump.scanner
+            stats.frames_closed[i] += scanner.frames
+            stats.bytes_closed[i] += scanner.bytes
+        stats.durations.observe(ended.duration)
         access_log = self.access_log
         if access_log is not None:
-            access_log.write(_session_line(session, time()))
+            access_log.write(_session_line(ended, time()))
 
 
 def _session_line(session: WebSocketSession, now: float) -> bytes:
