@@ -203,8 +203,10 @@ cdef list _fields(const char* s, Py_ssize_t pos, Py_ssize_t size, Fields* f):
 
 cdef inline Py_ssize_t _visible(const char* s, Py_ssize_t pos, Py_ssize_t size):
     """Where a run of visible characters starting at `pos` ends: spaces may come between them,
-    not after the last (a value or reason phrase of the subset)."""
+    not before the first nor after the last (a value or reason phrase of the subset)."""
     cdef Py_ssize_t j
+    if pos >= size or not _class[<unsigned char>s[pos]] & VCHAR:
+        return pos
     while pos < size:
         if _class[<unsigned char>s[pos]] & VCHAR:
             pos += 1

@@ -277,6 +277,7 @@ def test_requests_against_httptools(data, edits):
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(RESPONSES, EDITS)
 @example(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", [])
+@example(b"HTTP/1.1 200  OK\r\nContent-Length: 5\r\n\r\n", [])  # a reason after two spaces
 def test_responses_against_httptools(data, edits):
     check_response(data)
     check_response(_mutate(data, edits))
