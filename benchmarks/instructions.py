@@ -30,12 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_port(port: int, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -48,7 +42,8 @@ def wait_port(port: int, timeout: float = 120.0) -> None:
 
 
 sys.path.insert(0, str(ROOT))
-from benchmarks.e2e.proxies import REWRITE_SET  # noqa: E402  (a script: the repository's path)
+from benchmarks.e2e.procs import free_port  # noqa: E402  (a script: the repository's path)
+from benchmarks.e2e.proxies import REWRITE_SET  # noqa: E402
 
 
 def echo_backend() -> tuple[subprocess.Popen, int]:

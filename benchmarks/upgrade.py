@@ -28,6 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.e2e.procs import free_port  # noqa: E402  (a script: the repository's path)
 
 CONFIG = """
 [gateway]
@@ -54,12 +58,6 @@ listener = "web"
 backend_pool = "pool"
 backend_settings = "settings"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stamp(record: dict) -> float:

@@ -1,9 +1,10 @@
 """HTTP/1.1 message heads: what the proxy needs on top of httptools.
 
-httptools (llhttp) does the parsing on both legs; this module turns its callbacks' output into
-`RequestHead` / `ResponseHead`, applies the framing rules that keep a proxy safe from request
-smuggling (RFC 9112 section 6), drops hop-by-hop headers (RFC 9110 section 7.6.1) and writes the
-heads the gateway sends. No I/O here.
+httptools (llhttp) does the parsing on both legs, and the head scanner (fastgw/_heads.pyi) reads
+the common heads whole; this module turns either's output into `RequestHead` / `ResponseHead`,
+applies the framing rules that keep a proxy safe from request smuggling (RFC 9112 section 6),
+drops hop-by-hop headers (RFC 9110 section 7.6.1) and writes the heads the gateway sends. No I/O
+here.
 """
 
 from __future__ import annotations

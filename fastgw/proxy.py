@@ -3,8 +3,9 @@
 The client connection (downstream.py) parses requests and queues one exchange per request; the
 head of the queue runs. Running means: pick a server, take an idle keep-alive connection or
 open one (bounded by the settings' request_timeout), send the head, stream the body as it
-arrives, then parse the backend's response with a fresh httptools parser and stream it to the
-client, re-framed for the client (http1.response_framing).
+arrives, then read the backend's response (the head scanner, fastgw/_heads.pyi, when its first
+read holds exactly a head and its Content-Length body; otherwise the connection's httptools
+parser) and stream it to the client, re-framed for the client (http1.response_framing).
 
 Exchange states (ExchangeState), and the transitions this module makes:
 

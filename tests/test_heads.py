@@ -57,20 +57,16 @@ class Collector:
 def httptools_request(data: bytes) -> tuple:
     """(outcome, collector, parser) for data fed whole to a request parser: outcome is
     "complete", ("upgrade", offset), "error" or "incomplete"."""
-    c = Collector()
-    parser = c.parser = httptools.HttpRequestParser(c)
-    try:
-        parser.feed_data(data)
-    except httptools.HttpParserUpgrade as exc:
-        return ("upgrade", exc.args[0]), c, parser
-    except httptools.HttpParserError:
-        return "error", c, parser
-    return ("complete" if c.messages_complete else "incomplete"), c, parser
+    return httptools_parse(httptools.HttpRequestParser, data)
 
 
 def httptools_response(data: bytes) -> tuple:
+    return httptools_parse(httptools.HttpResponseParser, data)
+
+
+def httptools_parse(parser_type, data: bytes) -> tuple:
     c = Collector()
-    parser = c.parser = httptools.HttpResponseParser(c)
+    parser = c.parser = parser_type(c)
     try:
         parser.feed_data(data)
     except httptools.HttpParserUpgrade as exc:

@@ -6,6 +6,7 @@ cannot move (TLS, a peer that does not read) stays and gets 1001 at upgrade_drai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -36,6 +37,24 @@ def wait_gone(pid: int, timeout: float = 20.0) -> bool:
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     return not alive(pid)
+
+
+@contextlib.contextmanager
+def successions(proc):
+    """The PIDs of the gateway `proc` and of its successors (the test appends them): a failure
+    prints the gateway's log; at the end whichever of them still runs is stopped."""
+    pids = [proc.pid]
+    try:
+        yield pids
+    except BaseException:
+        print(proc.stderr.read())
+        raise
+    finally:
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+        proc.stderr.close()
 
 
 def message(n: int) -> str:
@@ -129,8 +148,7 @@ def test_sessions_survive_two_upgrades(tmp_path, ws_backend):
     admin = free_port()
     proc, port, _ = start_gateway(tmp_path, ws_backend,
                                   f'access_log = "-"\nadmin = "127.0.0.1:{admin}"')
-    pids = [proc.pid]
-    try:
+    with successions(proc) as pids:
         async def main():
             stop = asyncio.Event()
             progress = [0] * SESSIONS
@@ -149,11 +167,7 @@ def test_sessions_survive_two_upgrades(tmp_path, ws_backend):
             return ports, counts
 
         statuses: list = []
-        try:
-            ports, counts = asyncio.run(main())
-        except BaseException:
-            print(proc.stderr.read())
-            raise
+        ports, counts = asyncio.run(main())
         assert counts  # new sessions throughout, none refused (connect_loop would raise)
         assert statuses and set(statuses) == {b"200"}
         assert len(set(pids)) == 3
@@ -177,12 +191,6 @@ def test_sessions_survive_two_upgrades(tmp_path, ws_backend):
         assert all(e["closeCode"] == 1000 for e in ends.values())
         assert [(ends[p]["upgrades"], ends[p]["closedBy"]) for p in ports] == \
             [(2, "client")] * SESSIONS
-    finally:
-        for pid in pids:
-            if alive(pid):
-                os.kill(pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-        proc.stderr.close()
 
 
 def test_a_broken_successor_leaves_the_predecessor_serving(tmp_path, ws_backend):
@@ -256,10 +264,9 @@ backend_pool = "pool"
 backend_settings = "settings"
 """)
     proc = start_cli("serve", str(config), "--log-format", "json")
-    pids = [proc.pid]
     ctx = ssl.create_default_context()
     ca.configure_trust(ctx)
-    try:
+    with successions(proc) as pids:
         wait_port(port, proc=proc)
 
         async def main():
@@ -286,15 +293,6 @@ backend_settings = "settings"
         done, ends = upgrade_log(proc)
         assert (done["sessions_moved"], done["sessions_kept"]) == (0, 1)
         assert (ends[client_port]["closeCode"], ends[client_port]["upgrades"]) == (1001, 0)
-    except BaseException:
-        print(proc.stderr.read())
-        raise
-    finally:
-        for pid in pids:
-            if alive(pid):
-                os.kill(pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-        proc.stderr.close()
 
 
 def test_a_session_whose_peer_does_not_read_stays_and_gets_1001(tmp_path, ws_backend):
@@ -308,8 +306,7 @@ def test_a_session_whose_peer_does_not_read_stays_and_gets_1001(tmp_path, ws_bac
 
     proc, port, _ = start_gateway(tmp_path, ws_backend, 'access_log = "-"\n'
                                   "upgrade_drain_timeout = 1\nclose_timeout = 0.5")
-    pids = [proc.pid]
-    try:
+    with successions(proc) as pids:
         sock, head, leftover = ws_raw_handshake(port, "/silent")
         assert b" 101 " in head
         client_port = sock.getsockname()[1]
@@ -335,15 +332,6 @@ def test_a_session_whose_peer_does_not_read_stays_and_gets_1001(tmp_path, ws_bac
         done, ends = upgrade_log(proc)
         assert (done["sessions_moved"], done["sessions_kept"]) == (0, 1)
         assert (ends[client_port]["closeCode"], ends[client_port]["upgrades"]) == (1001, 0)
-    except BaseException:
-        print(proc.stderr.read())
-        raise
-    finally:
-        for pid in pids:
-            if alive(pid):
-                os.kill(pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-        proc.stderr.close()
 
 
 def upgrade_workers(pid: int) -> tuple[list[int], list[int]]:
